@@ -1,0 +1,132 @@
+"""Probe what this kernel and user can do; scenarios state what they need (`requires:`).
+
+An expectation may depend on a capability, never on a kernel version string.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+
+
+class CapabilityError(Exception):
+    pass
+
+
+KNOWN = {
+    "root": "running as root (mounts, trusted.* xattrs, device nodes)",
+    "trusted-xattr": "trusted.* xattrs can be set (overlay opaque markers)",
+    "mknod": "device nodes can be made",
+    "erofs": "the kernel has erofs",
+    "overlay": "the kernel has overlayfs",
+    "file-backed-erofs": "erofs mounts a regular file without a loop device",
+    "overlay-userxattr": "overlayfs accepts the userxattr mount option",
+    "mkfs-erofs-tar": "mkfs.erofs supports --tar=",
+}
+
+
+def _filesystems() -> set[str]:
+    try:
+        with open("/proc/filesystems") as f:
+            return {line.split()[-1] for line in f if line.strip()}
+    except OSError:
+        return set()
+
+
+def _try_trusted_xattr(d: str) -> bool:
+    p = os.path.join(d, "x")
+    open(p, "w").close()
+    try:
+        os.setxattr(p, "trusted.layerconf", b"1")
+        return True
+    except OSError:
+        return False
+
+
+def _try_mknod(d: str) -> bool:
+    try:
+        os.mknod(os.path.join(d, "c"), 0o600 | 0o020000, 0)
+        return True
+    except OSError:
+        return False
+
+
+def _mount(source: str, target: str, fstype: str, flags: int, data: str) -> int:
+    libc = ctypes.CDLL(None, use_errno=True)
+    rc = libc.mount(source.encode(), target.encode(), fstype.encode(), flags, data.encode())
+    return 0 if rc == 0 else ctypes.get_errno()
+
+
+def _umount(target: str):
+    ctypes.CDLL(None, use_errno=True).umount2(target.encode(), 2)  # MNT_DETACH
+
+
+def _try_file_backed_erofs(d: str) -> bool:
+    mkfs = shutil.which("mkfs.erofs")
+    if not mkfs:
+        return False
+    src, img, mp = os.path.join(d, "src"), os.path.join(d, "img"), os.path.join(d, "mp")
+    os.mkdir(src)
+    os.mkdir(mp)
+    if subprocess.run([mkfs, "--quiet", img, src], capture_output=True, timeout=60).returncode:
+        return False
+    if _mount(img, mp, "erofs", 1, "") != 0:   # MS_RDONLY, a plain file as the source
+        return False
+    _umount(mp)
+    return True
+
+
+def _try_overlay_userxattr(d: str) -> bool:
+    for sub in ("lo", "up", "wk", "mp"):
+        os.mkdir(os.path.join(d, sub))
+    opts = f"lowerdir={d}/lo,upperdir={d}/up,workdir={d}/wk,userxattr"
+    if _mount("overlay", f"{d}/mp", "overlay", 0, opts) != 0:
+        return False
+    _umount(f"{d}/mp")
+    return True
+
+
+@functools.lru_cache(maxsize=1)
+def probe() -> dict:
+    fs = _filesystems()
+    caps = {"kernel": platform.release(), "root": os.geteuid() == 0,
+            "erofs": "erofs" in fs, "overlay": "overlay" in fs}
+    mkfs = shutil.which("mkfs.erofs")
+    try:
+        helptext = subprocess.run([mkfs, "--help"], capture_output=True, text=True,
+                                  timeout=10).stdout if mkfs else ""
+    except (OSError, subprocess.TimeoutExpired):
+        helptext = ""
+    caps["mkfs-erofs-tar"] = "--tar=" in helptext
+    probes = {"trusted-xattr": _try_trusted_xattr, "mknod": _try_mknod}
+    if caps["root"]:
+        if caps["erofs"]:
+            probes["file-backed-erofs"] = _try_file_backed_erofs
+        if caps["overlay"]:
+            probes["overlay-userxattr"] = _try_overlay_userxattr
+    for name, fn in probes.items():
+        with tempfile.TemporaryDirectory(prefix="layerconf-probe-") as d:
+            try:
+                caps[name] = bool(fn(d))
+            except (OSError, subprocess.SubprocessError):
+                caps[name] = False
+    for name in KNOWN:
+        caps.setdefault(name, False)
+    return caps
+
+
+def missing(requires) -> list[str]:
+    """Required capabilities that are absent, each with what it means. Host mode needs root."""
+    caps = probe()
+    need = ["root", "erofs", "overlay", "mkfs-erofs-tar", *requires]
+    out = []
+    for name in dict.fromkeys(need):
+        if name not in KNOWN:
+            out.append(f"{name} (unknown capability)")
+        elif not caps.get(name):
+            out.append(f"{name} ({KNOWN[name]})")
+    return out

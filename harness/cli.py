@@ -1,0 +1,212 @@
+"""layerconf: run layer-differ conformance scenarios.
+
+Exit codes: 0 every scenario matched, 1 a conformance difference, 2 usage or set-up errors.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from . import runner
+from .result import Status
+from .scenario import ScenarioError, discover, load
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_SCENARIOS = REPO / "scenarios"
+
+
+class UsageError(Exception):
+    pass
+
+
+def _scenario_files(paths, tags=(), keyword=None) -> list[Path]:
+    files = discover(paths or [DEFAULT_SCENARIOS])
+    missing = [p for p in (paths or []) if not Path(p).exists()]
+    if missing:
+        raise UsageError(f"no such scenario file or folder: {', '.join(map(str, missing))}")
+    out = []
+    for f in files:
+        if tags or keyword:
+            try:
+                s = load(f)
+            except ScenarioError:
+                out.append(f)          # keep it: running it reports the error
+                continue
+            if tags and not set(tags) & set(s.tags):
+                continue
+            if keyword and keyword not in s.name:
+                continue
+        out.append(f)
+    return out
+
+
+def cmd_run(args) -> int:
+    from .backends import BackendError, open_backend
+    from .report import terminal
+    files = _scenario_files(args.paths, args.tag, args.k)
+    if not files:
+        raise UsageError("no scenario matched")
+    options = runner.RunOptions(containerd=args.containerd, keep=args.keep, keep_all=args.keep_all)
+    kernels = ["6.1", "6.12"] if args.kernel == "all" else [args.kernel]
+    results = []
+    for kernel in (kernels if args.backend == "vm" else [None]):
+        try:
+            backend = open_backend(args.backend, kernel=kernel or "6.12", options=options)
+        except BackendError as e:
+            raise UsageError(str(e)) from None
+        try:
+            for f in files:
+                d = backend.run_file(str(f))
+                r = runner.result_from_dict(d)
+                if kernel and len(kernels) > 1:
+                    r.scenario = f"{r.scenario}[{kernel}]"
+                results.append(r)
+                if not args.quiet:
+                    print(terminal.line(r), flush=True)
+        finally:
+            backend.close()
+    print(terminal.summary(results))
+    env = next((r.environment for r in results if r.environment), {})
+    if args.junit:
+        from .report.junit import write_junit
+        write_junit(results, args.junit, properties=_props(env), suite_name="layerconf")
+    if args.markdown:
+        from .report.markdown import summary
+        Path(args.markdown).write_text(summary(results, _props(env)))
+    if any(r.status in (Status.FAIL, Status.XPASS) for r in results):
+        return 1
+    return 2 if any(r.status == Status.ERROR for r in results) else 0
+
+
+def _props(env: dict) -> dict:
+    return {k: str(env[k]) for k in ("containerd", "erofs-utils", "kernel", "backend", "go") if k in env}
+
+
+def cmd_validate(args) -> int:
+    bad = 0
+    files = _scenario_files(args.paths)
+    for f in files:
+        try:
+            load(f)
+        except ScenarioError as e:
+            bad += 1
+            print(e)
+    print(f"{len(files) - bad} valid, {bad} invalid")
+    return 1 if bad else 0
+
+
+def cmd_list(args) -> int:
+    for f in _scenario_files(args.paths, args.tag, args.k):
+        try:
+            s = load(f)
+        except ScenarioError:
+            print(f"{f}  (invalid: run `layerconf validate {f}`)")
+            continue
+        print(f"{s.name:50} [{', '.join(s.tags)}]  {s.description}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    """The layer entries the reference expects for a scenario (needs root: builds the state)."""
+    from .report.explain import list_entries
+    s = _load_one(args.scenario)
+    with runner.Session(runner.RunOptions(containerd=args.containerd)) as session:
+        from . import state
+        from .reference import profiles
+        with state.build(s, session.oracle(), session.base) as st:
+            for mt in s.media_types[:1]:
+                out = runner.reference_compare(st, mt, profiles.for_containerd(session.options.containerd),
+                                               s.source_date_epoch)
+                if out.error:
+                    print(f"error: {out.error}")
+                    return 1
+                print("\n".join(list_entries(out.tar)))
+    return 0
+
+
+def cmd_repro(args) -> int:
+    """Rerun one scenario alone, keep its artifacts, and print where they are."""
+    s = _load_one(args.scenario)
+    keep = args.keep or str(Path("artifacts").resolve())
+    with runner.Session(runner.RunOptions(containerd=args.containerd, keep=keep, keep_all=True)) as session:
+        r = runner.run_scenario(s, session)
+    from .report import terminal
+    print(terminal.line(r))
+    for c in r.checks:
+        if c.status != Status.PASS:
+            print(f"[{c.status.value}] {c.name}\n{c.explanation}\n")
+    if r.message and r.status == Status.ERROR:
+        print(r.message)
+    print(f"artifacts: {r.artifacts}")
+    return 1 if r.status.failed else 0
+
+
+def _load_one(path) -> "runner.Scenario":
+    p = Path(path)
+    if not p.exists() and (DEFAULT_SCENARIOS / (str(path) + ".yaml")).exists():
+        p = DEFAULT_SCENARIOS / (str(path) + ".yaml")
+    return load(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="layerconf", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    def common(p, paths=True):
+        if paths:
+            p.add_argument("paths", nargs="*", help="scenario files or folders (default: scenarios/)")
+        p.add_argument("--tag", action="append", default=[], help="only scenarios with this tag")
+        p.add_argument("-k", default=None, help="only scenarios whose name contains this text")
+
+    p = sub.add_parser("run", help="run scenarios and print a summary")
+    common(p)
+    p.add_argument("--backend", default=os.environ.get("LAYERCONF_BACKEND", "vm"),
+                   choices=("host", "vm", "auto"), help="vm (default, no root needed) or host (root)")
+    p.add_argument("--kernel", default="6.12", choices=("6.1", "6.12", "all"))
+    p.add_argument("--containerd", default="", help="containerd version (default: oracle/versions.txt)")
+    p.add_argument("--keep", default="artifacts", help="folder for failing scenarios' artifacts")
+    p.add_argument("--keep-all", action="store_true", help="keep artifacts of passing scenarios too")
+    p.add_argument("--junit", help="write JUnit XML here")
+    p.add_argument("--markdown", help="write a Markdown summary here")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("validate", help="check scenario files (schema and meaning)")
+    p.add_argument("paths", nargs="*")
+    p.set_defaults(fn=cmd_validate)
+
+    p = sub.add_parser("list", help="list scenarios with their tags")
+    common(p)
+    p.set_defaults(fn=cmd_list)
+
+    for name, fn, text in (("show", cmd_show, "print the layer entries the reference expects"),
+                           ("repro", cmd_repro, "rerun one scenario and keep its state")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("scenario")
+        p.add_argument("--containerd", default="")
+        if name == "repro":
+            p.add_argument("--keep", default=None)
+        p.set_defaults(fn=fn)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (UsageError, ScenarioError) as e:
+        print(f"layerconf: {e}", file=sys.stderr)
+        return 2
+    except runner.OracleError as e:
+        print(f"layerconf: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("layerconf: interrupted; everything started was cleaned up", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""Client of the Go oracle (`oracle/`): containerd's real snapshotter and differs, in a subprocess.
+
+No differ logic lives here: requests go out as JSON lines, containerd's answers come back verbatim.
+Protocol: docs/oracle-protocol.md.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import selectors
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_VERSION_FILE = REPO / "oracle" / "versions.txt"
+
+
+class OracleError(Exception):
+    """The oracle process failed (missing binary, crash, timeout, bad reply): an engine error."""
+
+
+class ContainerdError(Exception):
+    """containerd returned an error for a request; str() is containerd's text verbatim."""
+
+
+def versions() -> list[str]:
+    """The containerd versions listed in oracle/versions.txt, default (marked '*' or first) first."""
+    out, default = [], None
+    for line in DEFAULT_VERSION_FILE.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        tokens = line.split()
+        v = tokens[0]
+        if "default" in tokens[1:] or "*" in tokens[1:]:
+            default = v
+        out.append(v)
+    if default:
+        out.remove(default)
+        out.insert(0, default)
+    return out
+
+
+def default_version() -> str:
+    try:
+        return versions()[0]
+    except (OSError, IndexError):
+        return "v2.4.2"
+
+
+def binary_path(version: str) -> Path:
+    return REPO / ".cache" / "oracle" / version / "layerconf-oracle"
+
+
+def ensure_built(version: str) -> Path:
+    """Build (or reuse) the oracle for a containerd version; OracleError with a plain reason."""
+    path = binary_path(version)
+    script = REPO / "oracle" / "build.sh"
+    try:
+        proc = subprocess.run(["bash", str(script), version], capture_output=True, text=True,
+                              timeout=1800)
+    except FileNotFoundError:
+        raise OracleError("bash is missing; cannot build the oracle") from None
+    except subprocess.TimeoutExpired:
+        raise OracleError(f"building the oracle for containerd {version} took over 30 minutes") from None
+    if proc.returncode != 0 or not path.exists():
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
+        raise OracleError(f"could not build the Go oracle for containerd {version} "
+                          f"(oracle/build.sh {version} exited {proc.returncode}):\n{tail}")
+    return path
+
+
+class Oracle:
+    """One long-lived `layerconf-oracle serve` process. Use as a context manager."""
+
+    def __init__(self, version: str, root: str, *, mkfs_options=(), timeout: float = 300,
+                 log_path: str | None = None, binary: str | None = None):
+        self.version = version
+        self.root = root
+        self.timeout = timeout
+        self.binary = binary or str(binary_path(version))
+        self.mkfs_options = list(mkfs_options)
+        self.log_path = log_path or os.path.join(root, "oracle.log")
+        self.proc: subprocess.Popen | None = None
+        self._buf = b""
+        self._next_id = 0
+
+    # -- lifecycle -----------------------------------------------------
+    def start(self) -> "Oracle":
+        if not os.access(self.binary, os.X_OK):
+            raise OracleError(f"the Go oracle for containerd {self.version} is not built "
+                              f"({self.binary} is missing); run `make bootstrap` or "
+                              f"`bash oracle/build.sh {self.version}`")
+        os.makedirs(self.root, exist_ok=True)
+        argv = [self.binary, "serve", "--root", self.root]
+        for opt in self.mkfs_options:
+            argv += ["--mkfs-option", opt]
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self._log, start_new_session=True)
+        return self
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        try:
+            if proc.poll() is None:
+                try:
+                    proc.stdin.write(b'{"op":"close"}\n')
+                    proc.stdin.flush()
+                except OSError:
+                    pass
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                    try:
+                        proc.wait(timeout=10)
+                    except subprocess.TimeoutExpired:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                        proc.wait()
+        finally:
+            for f in (proc.stdin, proc.stdout):
+                try:
+                    f.close()
+                except OSError:
+                    pass
+            self._log.close()
+
+    def kill(self):
+        """Kill the process at once (tests of failure handling)."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    # -- requests ------------------------------------------------------
+    def call(self, op: str, timeout: float | None = None, **fields) -> dict:
+        if self.proc is None or self.proc.poll() is not None:
+            raise OracleError(f"the Go oracle is not running (exit status "
+                              f"{None if self.proc is None else self.proc.returncode}); "
+                              f"see {self.log_path}")
+        self._next_id += 1
+        req = {"op": op, "id": self._next_id, **fields}
+        try:
+            self.proc.stdin.write(json.dumps(req).encode() + b"\n")
+            self.proc.stdin.flush()
+        except OSError as e:
+            raise OracleError(f"the Go oracle stopped reading requests ({e}); see {self.log_path}") from None
+        line = self._readline(timeout or self.timeout, op)
+        try:
+            resp = json.loads(line)
+        except ValueError:
+            raise OracleError(f"the Go oracle answered {op!r} with something that is not JSON: "
+                              f"{line[:200]!r}") from None
+        if not resp.get("ok"):
+            raise ContainerdError(resp.get("error", "(no error text)"))
+        return resp
+
+    def _readline(self, timeout: float, op: str) -> bytes:
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        sel = selectors.DefaultSelector()
+        sel.register(fd, selectors.EVENT_READ)
+        try:
+            while b"\n" not in self._buf:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self.kill()
+                    raise OracleError(f"the Go oracle did not answer {op!r} within {timeout:.0f} s "
+                                      f"and was killed; see {self.log_path}")
+                if not sel.select(left):
+                    continue
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    code = self.proc.wait()
+                    raise OracleError(f"the Go oracle exited (status {code}) while handling {op!r}; "
+                                      f"see {self.log_path}")
+                self._buf += chunk
+        finally:
+            sel.close()
+        line, self._buf = self._buf.split(b"\n", 1)
+        return line
+
+    # -- typed helpers -------------------------------------------------
+    def version_info(self) -> dict:
+        return self.call("version")
+
+    def prepare(self, key: str, parent: str = "") -> list:
+        return self.call("prepare", key=key, parent=parent)["mounts"]
+
+    def view(self, key: str, parent: str = "") -> list:
+        return self.call("view", key=key, parent=parent)["mounts"]
+
+    def commit(self, name: str, key: str):
+        self.call("commit", name=name, key=key)
+
+    def mount(self, key: str, target: str):
+        self.call("mount", key=key, target=target)
+
+    def unmount(self, target: str):
+        self.call("unmount", target=target)
+
+    def snapshot_dir(self, key: str) -> str:
+        return self.call("snapshot_dir", key=key)["dir"]
+
+    def remove(self, key: str):
+        self.call("remove", key=key)
+
+    def compare(self, differ: str, lower: str, upper: str, media_type: str,
+                source_date_epoch: int | None = None, labels: dict | None = None) -> dict:
+        fields = dict(differ=differ, lower=lower, upper=upper, media_type=media_type,
+                      source_date_epoch=source_date_epoch)
+        if labels:
+            fields["labels"] = labels
+        return self.call("compare", **fields)
+
+    def ingest(self, path: str, media_type: str) -> dict:
+        return self.call("ingest", path=path, media_type=media_type)["descriptor"]
+
+    def apply(self, differ: str, descriptor: dict, key: str) -> dict:
+        return self.call("apply", differ=differ, descriptor=descriptor, key=key)
+
+    def tar(self, entries: list[dict]) -> bytes:
+        return base64.b64decode(self.call("tar", entries=entries)["tar"])

@@ -1,0 +1,125 @@
+"""pytest collects every scenarios/**/*.yaml as a test item; items call the same runner as the CLI.
+
+    pytest scenarios/            pytest -k whiteout            pytest -n 2
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from . import runner
+from .result import Status
+from .scenario import ScenarioError, load
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("layerconf")
+    group.addoption("--containerd", default="", help="containerd version of the oracle and profile")
+    group.addoption("--backend", default="auto", choices=("auto", "host", "vm"),
+                    help="where scenarios run: host (root, fast), vm (QEMU), auto (host if root)")
+    group.addoption("--kernel", default="6.12", help="guest kernel for the vm backend")
+    group.addoption("--keep", default=None, help="keep artifacts of failing scenarios in this folder")
+
+
+class _Backend:
+    """Per-process (per xdist worker) backend, opened on first use and closed at session end."""
+
+    def __init__(self, config):
+        self.config = config
+        self.impl = None
+
+    def run(self, path: str):
+        if self.impl is None:
+            from .backends import open_backend
+            opt = self.config.getoption
+            self.impl = open_backend(opt("--backend"), kernel=opt("--kernel"),
+                                     options=runner.RunOptions(containerd=opt("--containerd"),
+                                                               keep=opt("--keep")))
+        return self.impl.run_file(path)
+
+    def close(self):
+        if self.impl is not None:
+            self.impl.close()
+            self.impl = None
+
+
+def pytest_configure(config):
+    config._layerconf = _Backend(config)
+
+
+def pytest_unconfigure(config):
+    backend = getattr(config, "_layerconf", None)
+    if backend:
+        backend.close()
+
+
+def pytest_collect_file(parent, file_path: Path):
+    if file_path.suffix == ".yaml" and "scenarios" in file_path.parts[:-1]:
+        return ScenarioFile.from_parent(parent, path=file_path)
+    return None
+
+
+class ScenarioFile(pytest.File):
+    def collect(self):
+        try:
+            scenario = load(self.path)
+        except ScenarioError as e:
+            raise BadScenario(str(e)) from None
+        item = ScenarioItem.from_parent(self, name=scenario.name, scenario=scenario)
+        for tag in scenario.tags:
+            item.add_marker(tag.replace("-", "_"))
+        yield item
+
+    def repr_failure(self, excinfo):
+        if isinstance(excinfo.value, BadScenario):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+
+class BadScenario(Exception):
+    pass
+
+
+class ScenarioFailed(Exception):
+    pass
+
+
+class ScenarioItem(pytest.Item):
+    def __init__(self, *, scenario, **kw):
+        super().__init__(**kw)
+        self.scenario = scenario
+        self.keywords.update({t: True for t in scenario.tags})
+
+    def runtest(self):
+        result = self.config._layerconf.run(str(self.path))
+        status = Status(result["status"])
+        self.user_properties.append(("status", status.value))
+        for key in ("containerd", "erofs-utils", "kernel", "backend"):
+            if key in result.get("environment", {}):
+                self.user_properties.append((key, str(result["environment"][key])))
+        text = _explain(result)
+        if status == Status.SKIP:
+            pytest.skip(result["message"])
+        if status == Status.XFAIL:
+            pytest.xfail(text.splitlines()[0] if text else "known divergence")
+        if status.failed:
+            raise ScenarioFailed(f"{status.value}: {text}")
+
+    def repr_failure(self, excinfo):
+        if isinstance(excinfo.value, ScenarioFailed):
+            return f"{self.scenario.path}\n{excinfo.value}"
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self):
+        return self.path, 0, f"scenario {self.scenario.name}"
+
+
+def _explain(result: dict) -> str:
+    parts = [result.get("message", "")] if result.get("message") else []
+    for c in result.get("checks", []):
+        if c["status"] in ("fail", "xpass", "error", "xfail") and c.get("explanation"):
+            parts.append(f"[{c['status']}] {c['name']}\n{c['explanation']}")
+    if result.get("artifacts"):
+        parts.append(f"artifacts: {result['artifacts']}")
+    return "\n".join(parts)

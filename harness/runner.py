@@ -1,0 +1,259 @@
+"""The one runner: the CLI, the pytest plugin and the VM agent all call run_scenario/run_file.
+
+One scenario = build its state with containerd's snapshotter (via the oracle), run the Go erofs
+differ, the Go walking differ and the reference (containerd profile and `spec` profile) on the same
+on-disk state, and compare.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import platform
+import shutil
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+
+from . import capabilities, state
+from .oracle import ContainerdError, Oracle, OracleError, default_version, ensure_built
+from .reference import compare as ref_compare
+from .reference import compression, profiles
+from .result import Check, Outcome, ScenarioResult, Status
+from .scenario import Scenario, ScenarioError, load
+from .scenario.model import OCI_TAR
+from .verdict import check_pair, check_walking, explain_tar, same
+
+
+@dataclass
+class RunOptions:
+    containerd: str = ""                 # containerd version; "" = the default in oracle/versions.txt
+    workdir: str | None = None           # where states and the oracle root live (tmp by default)
+    keep: str | None = None              # keep artifacts of failing scenarios here
+    keep_all: bool = False               # keep artifacts of every scenario
+    walking: bool = True                 # the three-way view
+    build: bool = True                   # build the oracle if missing
+
+    def __post_init__(self):
+        self.containerd = self.containerd or default_version()
+
+
+class Session:
+    """Long-lived per-process resources (the oracle). Reused across scenarios; close() at the end."""
+
+    def __init__(self, options: RunOptions | None = None):
+        self.options = options or RunOptions()
+        self._oracle: Oracle | None = None
+        self._tmp = None
+        self.environment: dict = {}
+
+    @property
+    def base(self) -> str:
+        if self._tmp is None:
+            self._tmp = tempfile.mkdtemp(prefix="layerconf-", dir=self.options.workdir)
+        return self._tmp
+
+    def oracle(self) -> Oracle:
+        if self._oracle is None:
+            if self.options.build:
+                ensure_built(self.options.containerd)
+            self._oracle = Oracle(self.options.containerd, os.path.join(self.base, "root")).start()
+            info = self._oracle.version_info()
+            self.environment = {
+                "containerd": info.get("containerd", self.options.containerd),
+                "go": info.get("go", ""),
+                "erofs-utils": info.get("mkfs", ""),
+                "kernel": platform.release(),
+                "backend": "host",
+                "capabilities": capabilities.probe(),
+            }
+        return self._oracle
+
+    def close(self):
+        if self._oracle is not None:
+            self._oracle.close()
+            self._oracle = None
+        if self._tmp is not None:
+            state.force_unmount_under(self._tmp)
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# -- one scenario ---------------------------------------------------------------------------
+
+def run_scenario(scenario: Scenario, session: Session) -> ScenarioResult:
+    start = time.monotonic()
+    result = ScenarioResult(scenario=scenario.name, path=scenario.path, status=Status.PASS)
+    missing = capabilities.missing(scenario.requires)
+    if missing:
+        result.status = Status.SKIP
+        result.message = "missing capabilities: " + ", ".join(missing)
+        return result
+    try:
+        oracle = session.oracle()
+        result.environment = dict(session.environment)
+        with state.build(scenario, oracle, session.base) as st:
+            _compare_all(scenario, session, oracle, st, result)
+    except (OracleError, state.StateError, capabilities.CapabilityError) as e:
+        result.status, result.message = Status.ERROR, str(e)
+    except ContainerdError as e:
+        result.status = Status.ERROR
+        result.message = f"containerd failed while building the scenario's state: {e}"
+    except Exception as e:  # an engine bug: still a result, never a crash of the whole run
+        result.status = Status.ERROR
+        result.message = f"internal error: {type(e).__name__}: {e}\n{traceback.format_exc(limit=6)}"
+    else:
+        result.status = ScenarioResult.worst(c.status for c in result.checks)
+        result.message = next((c.explanation.splitlines()[0] for c in result.checks
+                               if c.status == result.status and c.explanation), "")
+    result.duration = time.monotonic() - start
+    if session.options.keep and (result.status.failed or session.options.keep_all):
+        result.artifacts = _keep(result, session.options.keep)
+    return result
+
+
+def _compare_all(scenario, session, oracle, st, result):
+    version = session.options.containerd
+    cd_profile = profiles.for_containerd(version)
+    for mt in scenario.media_types:
+        go = go_compare(oracle, "erofs", st, mt, scenario.source_date_epoch)
+        ref = reference_compare(st, mt, cd_profile, scenario.source_date_epoch)
+        result.outcomes += [go, ref]
+        result.checks.append(check_pair(go, ref, scenario.expect_error, st.lower_root))
+    tar_mt = OCI_TAR if OCI_TAR in scenario.media_types else scenario.media_types[0]
+    go = next(o for o in result.outcomes if o.producer == "go-erofs" and o.media_type == tar_mt)
+    ref = next(o for o in result.outcomes if o.producer != "go-erofs" and o.media_type == tar_mt)
+    if session.options.walking:
+        walking = go_compare(oracle, "walking", st, OCI_TAR, scenario.source_date_epoch)
+        result.outcomes.append(walking)
+        if not walking.error or not go.error:
+            result.checks.append(check_walking(go, walking))
+    if same(go, ref, st.lower_root):
+        result.checks.append(attribute_spec(scenario, st, go, cd_profile))
+
+
+def go_compare(oracle, differ, st, media_type, epoch) -> Outcome:
+    out = Outcome(producer=f"go-{differ}", media_type=media_type)
+    try:
+        resp = oracle.compare(differ, st.lower_key, st.upper_key, media_type, epoch)
+    except ContainerdError as e:
+        out.error = str(e)
+        return out
+    out.descriptor, out.labels = resp["descriptor"], resp.get("labels") or {}
+    with open(resp["blob"], "rb") as f:
+        out.blob = f.read()
+    try:
+        out.tar = compression.decompress(out.blob)
+    except Exception as e:
+        out.error = f"the reference could not decode containerd's blob: {e}"
+    return out
+
+
+def reference_compare(st, media_type, profile, epoch) -> Outcome:
+    out = Outcome(producer=f"ref@{profile.name}", media_type=media_type)
+    try:
+        r = ref_compare.compare(st.lower_root, st.upper_dir, media_type=media_type,
+                                profile=profile, source_date_epoch=epoch)
+    except ref_compare.CompareError as e:
+        out.error = str(e)
+        return out
+    out.descriptor, out.labels, out.blob, out.tar = r.descriptor, r.labels, r.blob, r.tar
+    return out
+
+
+def attribute_spec(scenario, st, go: Outcome, cd_profile) -> Check:
+    """Go vs the `spec` profile; every difference must be explained by named quirks.
+
+    A quirk is involved when turning it off alone changes the containerd profile's output; the
+    involved quirks explain the difference when `spec` plus exactly those quirks reproduces Go.
+    """
+    mt, epoch = go.media_type, scenario.source_date_epoch
+    name = f"spec {mt}: go-erofs vs ref@spec"
+    spec = reference_compare(st, mt, profiles.SPEC, epoch)
+    expected = set(scenario.expect_quirks or ())
+    if same(go, spec, st.lower_root):
+        if expected:
+            return Check(name, Status.XPASS, "expected quirks " + ", ".join(sorted(expected)) +
+                         " to show, but containerd's output matches the spec: update the scenario "
+                         "or the quirk registry", sorted(expected))
+        return Check(name, Status.PASS, "containerd's output matches the spec")
+    involved = [q for q in sorted(cd_profile.quirks)
+                if not same(go, reference_compare(st, mt, cd_profile.without(q), epoch), st.lower_root)]
+    rebuilt = reference_compare(st, mt, profiles.SPEC.with_quirks(involved), epoch)
+    diff = (f"{go.error or ''} vs {spec.error or ''}".strip(" vs") if go.error or spec.error
+            else explain_tar(go.tar, spec.tar, "go-erofs", "ref@spec"))
+    if not involved or not same(go, rebuilt, st.lower_root):
+        return Check(name, Status.FAIL, "a difference from the spec that no quirk explains "
+                     f"(involved: {', '.join(involved) or 'none'}):\n{diff}", involved)
+    if scenario.expect_quirks is not None and expected != set(involved):
+        return Check(name, Status.FAIL, f"expected quirks {sorted(expected)}, but the difference "
+                     f"is explained by {involved}:\n{diff}", involved)
+    lines = [f"{q}: {profiles.QUIRKS[q].description} ({profiles.QUIRKS[q].reference})"
+             for q in involved]
+    return Check(name, Status.XFAIL, "known divergence from the spec:\n" + "\n".join(lines) +
+                 "\n" + diff, involved)
+
+
+def _keep(result: ScenarioResult, outdir: str) -> str | None:
+    try:
+        from .report.artifacts import keep
+    except ImportError:
+        return None
+    return keep(result, result.path, outdir)
+
+
+# -- entry points ---------------------------------------------------------------------------
+
+_SESSION: Session | None = None
+
+
+def run_file(path: str, options: dict | None = None) -> dict:
+    """Run one scenario file; JSON-safe result dict. Used by the VM agent (one session per guest)."""
+    global _SESSION
+    opts = RunOptions(**(options or {}))
+    if _SESSION is None or _SESSION.options != opts:
+        if _SESSION is not None:
+            _SESSION.close()
+        _SESSION = Session(opts)
+    try:
+        scenario = load(path)
+    except ScenarioError as e:
+        return result_to_dict(ScenarioResult(scenario=str(path), path=str(path),
+                                             status=Status.ERROR, message=str(e)))
+    return result_to_dict(run_scenario(scenario, _SESSION))
+
+
+def probe_capabilities() -> dict:
+    return capabilities.probe()
+
+
+def result_to_dict(r: ScenarioResult) -> dict:
+    d = dataclasses.asdict(r)
+    d["status"] = r.status.value
+    for c in d["checks"]:
+        c["status"] = c["status"].value if hasattr(c["status"], "value") else c["status"]
+    for o in d["outcomes"]:
+        for key in ("blob", "tar"):
+            b = o.pop(key)
+            o[key + "_sha256"] = None if b is None else hashlib.sha256(b).hexdigest()
+            o[key + "_size"] = None if b is None else len(b)
+    return d
+
+
+def result_from_dict(d: dict) -> ScenarioResult:
+    checks = [Check(c["name"], Status(c["status"]), c.get("explanation", ""), c.get("quirks", []))
+              for c in d.get("checks", [])]
+    outcomes = [Outcome(producer=o["producer"], media_type=o["media_type"],
+                        descriptor=o.get("descriptor"), labels=o.get("labels") or {},
+                        error=o.get("error")) for o in d.get("outcomes", [])]
+    return ScenarioResult(scenario=d["scenario"], path=d["path"], status=Status(d["status"]),
+                          checks=checks, outcomes=outcomes, message=d.get("message", ""),
+                          duration=d.get("duration", 0.0), environment=d.get("environment", {}),
+                          artifacts=d.get("artifacts"))

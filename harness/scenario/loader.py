@@ -1,0 +1,405 @@
+"""Load and validate scenario files. Every error names FILE:LINE; nothing raises a traceback.
+
+    python -m harness.scenario.loader scenarios/     # validate a tree
+"""
+from __future__ import annotations
+
+import decimal
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+from .model import (DEFAULT_MEDIA_TYPES, ENTRY_TYPES, NODE_TYPES, OPS, Entry, Op, Scenario)
+
+
+class ScenarioError(Exception):
+    """One or more problems in a scenario file; str() is ready for a person."""
+
+    def __init__(self, path: str, problems: list[tuple[int, str]]):
+        self.path = path
+        self.problems = problems
+        super().__init__("\n".join(f"{path}:{line}: {msg}" for line, msg in problems))
+
+
+class _Map(dict):
+    """A YAML mapping that remembers the line of each key (1-based)."""
+
+    line = 0
+    key_lines: dict
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _construct_map(loader, node):
+    m = _Map(loader.construct_mapping(node, deep=True))
+    m.line = node.start_mark.line + 1
+    m.key_lines = {k.value: k.start_mark.line + 1 for k, _ in node.value if hasattr(k, "value")}
+    return m
+
+
+def _construct_seq(loader, node):
+    return [loader.construct_object(n, deep=True) for n in node.value]
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_map)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_seq)
+# YAML 1.1 reads 0o644 as a string; accept it as octal like YAML 1.2 does.
+_Loader.add_implicit_resolver("tag:yaml.org,2002:int", __import__("re").compile(r"^0o[0-7]+$"),
+                              list("0"))
+_orig_int = yaml.SafeLoader.yaml_constructors["tag:yaml.org,2002:int"]
+
+
+def _construct_int(loader, node):
+    v = loader.construct_scalar(node)
+    if isinstance(v, str) and v.startswith("0o"):
+        return int(v[2:], 8)
+    return _orig_int(loader, node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+
+class _Checker:
+    """Validates one file's data, collecting problems with their lines."""
+
+    TOP = {"description", "tags", "references", "lowers", "upper", "upperdir", "compare",
+           "expect", "requires", "name", "version"}
+
+    def __init__(self, path: str):
+        self.path = path
+        self.problems: list[tuple[int, str]] = []
+
+    def err(self, line: int, msg: str):
+        self.problems.append((line, msg))
+
+    # -- field helpers -------------------------------------------------
+    def line_of(self, m, key=None) -> int:
+        if isinstance(m, _Map):
+            return m.key_lines.get(key, m.line) if key else m.line
+        return 0
+
+    def keys(self, m: _Map, allowed: set, required: set, what: str):
+        for k in m:
+            if k not in allowed:
+                self.err(self.line_of(m, k), f"unknown key {k!r} in {what} "
+                         f"(allowed: {', '.join(sorted(allowed))})")
+        for k in sorted(required - set(m)):
+            self.err(m.line, f"{what} is missing {k!r}")
+
+    def bytes_(self, m, key, what, *, relpath=False) -> bytes | None:
+        v = m.get(key)
+        if v is None:
+            return None
+        line = self.line_of(m, key)
+        if isinstance(v, _Map) and set(v) == {"hex"}:
+            try:
+                b = bytes.fromhex(str(v["hex"]))
+            except ValueError:
+                self.err(line, f"{what}: {key}.hex is not hexadecimal: {v['hex']!r}")
+                return None
+        elif isinstance(v, str):
+            b = v.encode()
+        elif isinstance(v, (int, float)) and not isinstance(v, bool) and not relpath:
+            b = str(v).encode()
+        else:
+            self.err(line, f"{what}: {key} must be a string or {{hex: ...}}, not {type(v).__name__}")
+            return None
+        if relpath:
+            if not b or b.startswith(b"/") or b"\0" in b or b".." in b.split(b"/") \
+                    or b"" in b.rstrip(b"/").split(b"/"):
+                self.err(line, f"{what}: {key} {b!r} must be a relative path without '..', "
+                         "empty components or a leading '/'")
+                return None
+            b = b.rstrip(b"/")
+        return b
+
+    def int_(self, m, key, what, *, lo=None, hi=None) -> int | None:
+        v = m.get(key)
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int):
+            self.err(self.line_of(m, key), f"{what}: {key} must be an integer, not {v!r}")
+            return None
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            self.err(self.line_of(m, key), f"{what}: {key}={v} is out of range [{lo}, {hi}]")
+            return None
+        return v
+
+    def mtime_(self, m, key, what) -> int | None:
+        v = m.get(key)
+        if v is None:
+            return None
+        try:
+            if isinstance(v, bool):
+                raise ValueError
+            d = decimal.Decimal(str(v))
+            if not d.is_finite():
+                raise ValueError
+            return int((d * 1_000_000_000).to_integral_value(rounding=decimal.ROUND_FLOOR))
+        except (decimal.InvalidOperation, ValueError):
+            self.err(self.line_of(m, key), f"{what}: {key} must be seconds since the epoch "
+                     f"(integer or decimal), not {v!r}")
+            return None
+
+    def content_(self, m, what) -> tuple[bytes | None, int | None]:
+        given = [k for k in ("content", "content_hex", "size") if k in m]
+        if len(given) > 1:
+            self.err(m.line, f"{what}: give only one of content, content_hex, size")
+        if "content_hex" in m:
+            try:
+                return bytes.fromhex(str(m["content_hex"])), None
+            except ValueError:
+                self.err(self.line_of(m, "content_hex"), f"{what}: content_hex is not hexadecimal")
+                return None, None
+        if "size" in m:
+            return None, self.int_(m, "size", what, lo=0)
+        c = m.get("content")
+        if c is not None and not isinstance(c, str):
+            self.err(self.line_of(m, "content"), f"{what}: content must be a string")
+            return None, None
+        return (c.encode() if c is not None else None), None
+
+    def xattrs_(self, m, what) -> tuple:
+        v = m.get("xattrs")
+        if v is None:
+            return ()
+        if not isinstance(v, _Map):
+            self.err(self.line_of(m, "xattrs"), f"{what}: xattrs must be a mapping name -> value")
+            return ()
+        out = []
+        for name in v:
+            val = self.bytes_(v, name, f"{what} xattr")
+            if val is not None:
+                out.append((str(name), val))
+        return tuple(out)
+
+    # -- sections ------------------------------------------------------
+    def entry(self, m, where) -> Entry | None:
+        if not isinstance(m, _Map):
+            self.err(0, f"{where} must be a mapping like {{path: a, content: x}}")
+            return None
+        what = f"{where} ({m.get('path', '?')})"
+        allowed = {"path", "type", "content", "content_hex", "size", "target", "mode", "uid",
+                   "gid", "mtime", "xattrs", "major", "minor"}
+        self.keys(m, allowed, {"path"}, what)
+        typ = m.get("type", "file")
+        if typ not in ENTRY_TYPES:
+            self.err(self.line_of(m, "type"), f"{what}: type {typ!r} is not one of {', '.join(ENTRY_TYPES)}")
+            return None
+        content, size = self.content_(m, what)
+        if (content is not None or size is not None) and typ != "file":
+            self.err(m.line, f"{what}: content/size only apply to type file")
+        target = self.bytes_(m, "target", what, relpath=(typ == "hardlink"))
+        if typ in ("symlink", "hardlink") and target is None:
+            self.err(m.line, f"{what}: a {typ} needs 'target'")
+        if typ not in ("symlink", "hardlink") and "target" in m:
+            self.err(self.line_of(m, "target"), f"{what}: target only applies to symlink/hardlink")
+        return Entry(path=self.bytes_(m, "path", what, relpath=True) or b"?", type=typ,
+                     content=content, size=size, target=target,
+                     mode=self.int_(m, "mode", what, lo=0, hi=0o7777),
+                     uid=self.int_(m, "uid", what, lo=0, hi=2**32 - 2) or 0,
+                     gid=self.int_(m, "gid", what, lo=0, hi=2**32 - 2) or 0,
+                     mtime_ns=self.mtime_(m, "mtime", what), xattrs=self.xattrs_(m, what),
+                     major=self.int_(m, "major", what, lo=0, hi=4095) or 0,
+                     minor=self.int_(m, "minor", what, lo=0, hi=2**20 - 1) or 0, line=m.line)
+
+    OP_KEYS = {
+        "write": ({"path"}, {"content", "content_hex", "size", "mode", "uid", "gid", "mtime"}),
+        "append": ({"path", "content"}, set()),
+        "mkdir": ({"path"}, {"mode", "uid", "gid", "mtime"}),
+        "rm": ({"path"}, set()),
+        "rmtree": ({"path"}, set()),
+        "rename": ({"from", "to"}, set()),
+        "chmod": ({"path", "mode"}, set()),
+        "chown": ({"path", "uid", "gid"}, set()),
+        "mtime": ({"path", "mtime"}, set()),
+        "symlink": ({"path", "target"}, {"mtime", "uid", "gid"}),
+        "link": ({"path", "target"}, set()),
+        "setxattr": ({"path", "name", "value"}, set()),
+        "mknod": ({"path", "type"}, {"major", "minor", "mode", "uid", "gid", "mtime"}),
+    }
+
+    def op(self, m, where) -> Op | None:
+        if not isinstance(m, _Map) or "op" not in m:
+            self.err(getattr(m, "line", 0), f"{where} must be a mapping with an 'op' key "
+                     f"(one of {', '.join(OPS)})")
+            return None
+        name = m["op"]
+        if name not in OPS:
+            self.err(self.line_of(m, "op"), f"{where}: unknown op {name!r} (one of {', '.join(OPS)})")
+            return None
+        required, optional = self.OP_KEYS[name]
+        what = f"{where} ({name})"
+        self.keys(m, required | optional | {"op"}, required, what)
+        content, size = self.content_(m, what)
+        typ = m.get("type")
+        if name == "mknod" and typ not in NODE_TYPES:
+            self.err(self.line_of(m, "type"), f"{what}: type must be one of {', '.join(NODE_TYPES)}")
+        path_key = "from" if name == "rename" else "path"
+        return Op(op=name, path=self.bytes_(m, path_key, what, relpath=True),
+                  to=self.bytes_(m, "to", what, relpath=True),
+                  target=self.bytes_(m, "target", what, relpath=(name == "link")),
+                  content=content, size=size, mode=self.int_(m, "mode", what, lo=0, hi=0o7777),
+                  uid=self.int_(m, "uid", what, lo=0, hi=2**32 - 2),
+                  gid=self.int_(m, "gid", what, lo=0, hi=2**32 - 2),
+                  mtime_ns=self.mtime_(m, "mtime", what),
+                  name=str(m["name"]) if "name" in m else None,
+                  value=self.bytes_(m, "value", what), type=typ,
+                  major=self.int_(m, "major", what, lo=0, hi=4095) or 0,
+                  minor=self.int_(m, "minor", what, lo=0, hi=2**20 - 1) or 0, line=m.line)
+
+    def str_list(self, m, key) -> tuple[str, ...]:
+        v = m.get(key, [])
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            self.err(self.line_of(m, key), f"{key} must be a list of strings")
+            return ()
+        return tuple(v)
+
+    def scenario(self, data, name: str) -> Scenario | None:
+        if not isinstance(data, _Map):
+            self.err(1, "a scenario file must be a YAML mapping (description, lowers, upper, ...)")
+            return None
+        self.keys(data, self.TOP, {"description"}, "the scenario")
+        if "version" in data and data["version"] != 0:
+            self.err(self.line_of(data, "version"), "only scenario format version 0 is known")
+        lowers = []
+        raw_lowers = data.get("lowers", [])
+        if not isinstance(raw_lowers, list):
+            self.err(self.line_of(data, "lowers"), "lowers must be a list of layers (each a list of entries)")
+            raw_lowers = []
+        for i, layer in enumerate(raw_lowers):
+            if not isinstance(layer, list):
+                self.err(self.line_of(data, "lowers"), f"lowers[{i}] must be a list of entries")
+                continue
+            entries = [self.entry(e, f"lowers[{i}][{j}]") for j, e in enumerate(layer)]
+            lowers.append(tuple(e for e in entries if e))
+            self.check_hardlinks(lowers[-1], i)
+        ops = {}
+        for key in ("upper", "upperdir"):
+            raw = data.get(key, [])
+            if not isinstance(raw, list):
+                self.err(self.line_of(data, key), f"{key} must be a list of operations")
+                raw = []
+            ops[key] = tuple(o for o in (self.op(x, f"{key}[{i}]") for i, x in enumerate(raw)) if o)
+        compare = data.get("compare", _Map())
+        media_types, epoch = DEFAULT_MEDIA_TYPES, None
+        if not isinstance(compare, _Map):
+            self.err(self.line_of(data, "compare"), "compare must be a mapping")
+        else:
+            self.keys(compare, {"media_types", "source_date_epoch"}, set(), "compare")
+            if "media_types" in compare:
+                media_types = self.str_list(compare, "media_types") or DEFAULT_MEDIA_TYPES
+            epoch = self.int_(compare, "source_date_epoch", "compare")
+        expect = data.get("expect", _Map())
+        quirks, error = None, None
+        if not isinstance(expect, _Map):
+            self.err(self.line_of(data, "expect"), "expect must be a mapping")
+        else:
+            self.keys(expect, {"quirks", "error"}, set(), "expect")
+            if "quirks" in expect:
+                quirks = self.str_list(expect, "quirks")
+                self.check_quirks(expect, quirks)
+            error = expect.get("error")
+            if error is not None and not isinstance(error, str):
+                self.err(self.line_of(expect, "error"), "expect.error must be a string")
+        desc = data.get("description")
+        if "description" in data and (not isinstance(desc, str) or not desc.strip()):
+            self.err(self.line_of(data, "description"), "description must be a non-empty string")
+        return Scenario(name=name, path=self.path, description=str(desc or "").strip(),
+                        tags=self.str_list(data, "tags"), references=self.str_list(data, "references"),
+                        lowers=tuple(lowers), upper=ops["upper"], upperdir=ops["upperdir"],
+                        media_types=media_types, source_date_epoch=epoch, expect_quirks=quirks,
+                        expect_error=error, requires=self.str_list(data, "requires"), raw=data)
+
+    def check_hardlinks(self, layer, i):
+        seen = set()
+        for e in layer:
+            if e.type == "hardlink" and e.target not in seen:
+                self.err(e.line, f"lowers[{i}] ({e.path.decode(errors='replace')}): hardlink target "
+                         f"{e.target!r} must be listed earlier in the same layer")
+            seen.add(e.path)
+
+    def check_quirks(self, expect, quirks):
+        try:
+            from harness.reference import profiles
+        except ImportError:
+            return
+        known = set(profiles.QUIRKS) if hasattr(profiles, "QUIRKS") else set()
+        for q in quirks:
+            if known and q not in known:
+                self.err(self.line_of(expect, "quirks"),
+                         f"expect.quirks: unknown quirk {q!r} (known: {', '.join(sorted(known))})")
+
+
+def scenario_name(path: Path, root: Path | None = None) -> str:
+    path = Path(path).resolve()
+    root = Path(root).resolve() if root else _scenarios_root(path)
+    try:
+        rel = path.relative_to(root)
+    except ValueError:
+        rel = Path(path.name)
+    return str(rel.with_suffix(""))
+
+
+def _scenarios_root(path: Path) -> Path:
+    for parent in path.parents:
+        if parent.name == "scenarios":
+            return parent
+    return path.parent
+
+
+def load(path, root=None) -> Scenario:
+    """Load one scenario file; raises ScenarioError (never anything else) on bad input."""
+    path = str(path)
+    try:
+        with open(path, "rb") as f:
+            text = f.read()
+    except OSError as e:
+        raise ScenarioError(path, [(0, f"cannot read the file: {e.strerror}")]) from None
+    try:
+        data = yaml.load(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else 0
+        raise ScenarioError(path, [(line, f"not valid YAML: {e.problem or e.context}")]) from None
+    except yaml.YAMLError as e:
+        raise ScenarioError(path, [(0, f"not valid YAML: {e}")]) from None
+    checker = _Checker(path)
+    scenario = checker.scenario(data, scenario_name(Path(path), root))
+    if checker.problems:
+        raise ScenarioError(path, sorted(checker.problems))
+    return scenario
+
+
+def discover(paths) -> list[Path]:
+    """Scenario files under the given files/directories, sorted."""
+    out = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            out.extend(sorted(x for x in p.rglob("*.yaml") if x.is_file()))
+        else:
+            out.append(p)
+    return out
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    bad = 0
+    files = discover(argv or ["scenarios"])
+    for f in files:
+        try:
+            load(f)
+        except ScenarioError as e:
+            bad += 1
+            print(e, file=sys.stderr)
+    print(f"{len(files) - bad} valid, {bad} invalid")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

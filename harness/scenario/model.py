@@ -1,0 +1,73 @@
+"""Scenario data: what the YAML says, validated and normalised. No I/O here."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+OCI_TAR = "application/vnd.oci.image.layer.v1.tar"
+OCI_TAR_GZIP = OCI_TAR + "+gzip"
+OCI_TAR_ZSTD = OCI_TAR + "+zstd"
+DEFAULT_MEDIA_TYPES = (OCI_TAR, OCI_TAR_GZIP, OCI_TAR_ZSTD)
+
+ENTRY_TYPES = ("file", "dir", "symlink", "hardlink", "fifo", "char", "block", "socket")
+OPS = ("write", "append", "mkdir", "rm", "rmtree", "rename", "chmod", "chown", "mtime",
+       "symlink", "link", "setxattr", "mknod")
+NODE_TYPES = ("fifo", "char", "block", "socket")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One thing in a lower layer."""
+
+    path: bytes
+    type: str = "file"
+    content: bytes | None = None
+    size: int | None = None            # sparse file of this size (content None)
+    target: bytes | None = None        # symlink target / hardlink source
+    mode: int | None = None
+    uid: int = 0
+    gid: int = 0
+    mtime_ns: int | None = None
+    xattrs: tuple[tuple[str, bytes], ...] = ()
+    major: int = 0
+    minor: int = 0
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Op:
+    """One upper operation; fields unused by an op stay None."""
+
+    op: str
+    path: bytes | None = None
+    to: bytes | None = None            # rename destination (path is the source)
+    target: bytes | None = None
+    content: bytes | None = None
+    size: int | None = None
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    mtime_ns: int | None = None
+    name: str | None = None            # xattr name
+    value: bytes | None = None         # xattr value
+    type: str | None = None            # mknod type
+    major: int = 0
+    minor: int = 0
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    path: str                          # the YAML file
+    description: str
+    tags: tuple[str, ...] = ()
+    references: tuple[str, ...] = ()
+    lowers: tuple[tuple[Entry, ...], ...] = ()
+    upper: tuple[Op, ...] = ()
+    upperdir: tuple[Op, ...] = ()      # raw edits of the upper dir, after the overlay is unmounted
+    media_types: tuple[str, ...] = DEFAULT_MEDIA_TYPES
+    source_date_epoch: int | None = None
+    expect_quirks: tuple[str, ...] | None = None
+    expect_error: str | None = None
+    requires: tuple[str, ...] = ()
+    raw: dict = field(default_factory=dict, compare=False, repr=False)

@@ -1,0 +1,117 @@
+"""Turn outcomes into checks: Go vs the reference (must be identical), Go vs `spec` (each
+difference attributed to named quirks), and the three-way view with the walking differ."""
+from __future__ import annotations
+
+import hashlib
+import re
+import struct
+import zlib
+
+from .result import Check, Outcome, Status
+
+GO_GZIP_HEADER = bytes.fromhex("1f8b08000000000000ff")   # no name, mtime 0, XFL 0, OS unknown
+ZSTD_MAGIC = bytes.fromhex("28b52ffd")
+UNCOMPRESSED_LABEL = "containerd.io/uncompressed"
+
+
+def normalise_error(text: str, lower_root: str | None = None) -> str:
+    """Error texts carry mount paths that differ between runs; replace them by <lower>."""
+    if lower_root:
+        text = text.replace(lower_root, "<lower>")
+    return re.sub(r"/[^\s:]*containerd-mount\d+", "<lower>", text)
+
+
+def explain_tar(go: bytes, ref: bytes, go_label: str, ref_label: str) -> str:
+    try:
+        from .report.explain import explain_tar as explain
+    except ImportError:  # the report package is optional for the core path
+        return f"{go_label} and {ref_label} tars differ ({len(go)} vs {len(ref)} bytes)"
+    return explain(go, ref, labels=(go_label, ref_label))
+
+
+def same(a: Outcome, b: Outcome, lower_root: str | None = None) -> bool:
+    if a.error or b.error:
+        return bool(a.error and b.error) and \
+            normalise_error(a.error, lower_root) == normalise_error(b.error, lower_root)
+    return a.tar == b.tar
+
+
+def check_pair(go: Outcome, ref: Outcome, expect_error: str | None, lower_root: str) -> Check:
+    """Go vs the reference in the containerd profile: identical output, descriptor and labels."""
+    name = f"compare {go.media_type}: {go.producer} vs {ref.producer}"
+    problems = []
+    if expect_error is not None:
+        if not go.error:
+            problems.append(f"expected containerd to fail with {expect_error!r}, but it produced a layer")
+        elif expect_error not in go.error:
+            problems.append(f"expected containerd's error to contain {expect_error!r}, got {go.error!r}")
+    if go.error or ref.error:
+        if not same(go, ref, lower_root):
+            problems.append(f"errors differ:\n  {go.producer}: {go.error or '(no error)'}\n"
+                            f"  {ref.producer}: {ref.error or '(no error)'}")
+        return Check(name, Status.FAIL if problems else Status.PASS, "\n".join(problems))
+    if go.tar != ref.tar:
+        problems.append(explain_tar(go.tar, ref.tar, go.producer, ref.producer))
+    problems += descriptor_problems(go, ref)
+    problems += compression_problems(go)
+    return Check(name, Status.FAIL if problems else Status.PASS, "\n".join(problems))
+
+
+def descriptor_problems(go: Outcome, ref: Outcome) -> list[str]:
+    out = []
+    gd, rd = go.descriptor or {}, ref.descriptor or {}
+    if gd.get("mediaType") != rd.get("mediaType"):
+        out.append(f"descriptor mediaType: {go.producer}={gd.get('mediaType')!r} "
+                   f"{ref.producer}={rd.get('mediaType')!r}")
+    if not go.media_type.endswith(("+gzip", "+zstd")):
+        for field in ("digest", "size"):
+            if gd.get(field) != rd.get(field):
+                out.append(f"descriptor {field}: {go.producer}={gd.get(field)!r} "
+                           f"{ref.producer}={rd.get(field)!r}")
+    gl, rl = go.labels.get(UNCOMPRESSED_LABEL), ref.labels.get(UNCOMPRESSED_LABEL)
+    if gl != rl:
+        out.append(f"label {UNCOMPRESSED_LABEL}: {go.producer}={gl!r} {ref.producer}={rl!r}")
+    if gl is not None and go.tar is not None and gl != "sha256:" + hashlib.sha256(go.tar).hexdigest():
+        out.append(f"label {UNCOMPRESSED_LABEL}={gl} is not the digest of the decompressed tar")
+    if go.blob is not None and gd.get("digest") != "sha256:" + hashlib.sha256(go.blob).hexdigest():
+        out.append(f"{go.producer} descriptor digest {gd.get('digest')} is not the blob's digest")
+    return out
+
+
+def compression_problems(go: Outcome) -> list[str]:
+    """Compressed bytes differ between implementations; check the parts that must not."""
+    blob, tar = go.blob, go.tar
+    if blob is None or tar is None:
+        return []
+    if go.media_type.endswith("+gzip"):
+        out = []
+        if blob[:10] != GO_GZIP_HEADER:
+            out.append(f"gzip header {blob[:10].hex()} is not Go's {GO_GZIP_HEADER.hex()}")
+        crc, isize = struct.unpack("<II", blob[-8:])
+        if crc != zlib.crc32(tar) or isize != len(tar) % 2**32:
+            out.append(f"gzip trailer CRC32/ISIZE {crc:08x}/{isize} does not match the tar "
+                       f"({zlib.crc32(tar):08x}/{len(tar) % 2**32})")
+        return out
+    if go.media_type.endswith("+zstd"):
+        import zstandard
+        out = []
+        if blob[:4] != ZSTD_MAGIC:
+            out.append(f"zstd magic {blob[:4].hex()} is not {ZSTD_MAGIC.hex()}")
+        params = zstandard.get_frame_parameters(blob)
+        if not params.has_checksum:
+            out.append("zstd frame has no content checksum (klauspost's default writes one)")
+        return out
+    return []
+
+
+def check_walking(erofs: Outcome, walking: Outcome) -> Check:
+    """Informational: where containerd's two differs disagree on the same change."""
+    name = f"three-way {erofs.media_type}: {erofs.producer} vs {walking.producer}"
+    if same(erofs, walking):
+        return Check(name, Status.PASS, "the erofs and walking differs agree")
+    if erofs.error or walking.error:
+        text = f"{erofs.producer}: {erofs.error or 'ok'}; {walking.producer}: {walking.error or 'ok'}"
+    else:
+        text = explain_tar(erofs.tar, walking.tar, erofs.producer, walking.producer)
+    # The walking differ is not under test: a disagreement is information, not a failure.
+    return Check(name, Status.PASS, "the erofs and walking differs disagree:\n" + text)
