@@ -9,8 +9,8 @@ import os
 import sys
 from pathlib import Path
 
-from . import runner
 from .result import Status
+from .oracle import OracleError
 from .scenario import ScenarioError, discover, load
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,6 +43,7 @@ def _scenario_files(paths, tags=(), keyword=None) -> list[Path]:
 
 
 def cmd_run(args) -> int:
+    from . import runner
     from .backends import BackendError, open_backend
     from .report import terminal
     files = _scenario_files(args.paths, args.tag, args.k)
@@ -110,6 +111,7 @@ def cmd_list(args) -> int:
 
 def cmd_show(args) -> int:
     """The layer entries the reference expects for a scenario (needs root: builds the state)."""
+    from . import runner
     from .report.explain import list_entries
     s = _load_one(args.scenario)
     with runner.Session(runner.RunOptions(containerd=args.containerd)) as session:
@@ -128,6 +130,7 @@ def cmd_show(args) -> int:
 
 def cmd_repro(args) -> int:
     """Rerun one scenario alone, keep its artifacts, and print where they are."""
+    from . import runner
     s = _load_one(args.scenario)
     keep = args.keep or str(Path("artifacts").resolve())
     with runner.Session(runner.RunOptions(containerd=args.containerd, keep=keep, keep_all=True)) as session:
@@ -143,7 +146,7 @@ def cmd_repro(args) -> int:
     return 1 if r.status.failed else 0
 
 
-def _load_one(path) -> "runner.Scenario":
+def _load_one(path):
     p = Path(path)
     if not p.exists() and (DEFAULT_SCENARIOS / (str(path) + ".yaml")).exists():
         p = DEFAULT_SCENARIOS / (str(path) + ".yaml")
@@ -200,7 +203,7 @@ def main(argv=None) -> int:
     except (UsageError, ScenarioError) as e:
         print(f"layerconf: {e}", file=sys.stderr)
         return 2
-    except runner.OracleError as e:
+    except OracleError as e:
         print(f"layerconf: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from . import runner
 from .result import Status
 from .scenario import ScenarioError, load
 
@@ -31,6 +30,7 @@ class _Backend:
 
     def run(self, path: str):
         if self.impl is None:
+            from . import runner
             from .backends import open_backend
             opt = self.config.getoption
             self.impl = open_backend(opt("--backend"), kernel=opt("--kernel"),

@@ -14,6 +14,10 @@ import yaml
 from .model import (DEFAULT_MEDIA_TYPES, ENTRY_TYPES, NODE_TYPES, OPS, Entry, Op, Scenario)
 
 
+def _show(b: bytes) -> str:
+    return b.decode(errors="backslashreplace")
+
+
 class ScenarioError(Exception):
     """One or more problems in a scenario file; str() is ready for a person."""
 
@@ -111,7 +115,7 @@ class _Checker:
         if relpath:
             if not b or b.startswith(b"/") or b"\0" in b or b".." in b.split(b"/") \
                     or b"" in b.rstrip(b"/").split(b"/"):
-                self.err(line, f"{what}: {key} {b!r} must be a relative path without '..', "
+                self.err(line, f"{what}: {key} {_show(b)!r} must be a relative path without '..', "
                          "empty components or a leading '/'")
                 return None
             b = b.rstrip(b"/")
@@ -319,8 +323,8 @@ class _Checker:
         seen = set()
         for e in layer:
             if e.type == "hardlink" and e.target not in seen:
-                self.err(e.line, f"lowers[{i}] ({e.path.decode(errors='replace')}): hardlink target "
-                         f"{e.target!r} must be listed earlier in the same layer")
+                self.err(e.line, f"lowers[{i}] ({_show(e.path)}): hardlink target "
+                         f"{_show(e.target)!r} must be listed earlier in the same layer")
             seen.add(e.path)
 
     def check_quirks(self, expect, quirks):
