@@ -1,0 +1,3 @@
+module gotarvec
+
+go 1.22
