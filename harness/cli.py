@@ -65,17 +65,17 @@ def cmd_run(args) -> int:
                     r.scenario = f"{r.scenario}[{kernel}]"
                 results.append(r)
                 if not args.quiet:
-                    print(terminal.line(r), flush=True)
+                    print(f"{r.status.value.upper():6} {r.scenario}", flush=True)
         finally:
             backend.close()
-    print(terminal.summary(results))
+    terminal.print_table(results)
     env = next((r.environment for r in results if r.environment), {})
     if args.junit:
         from .report.junit import write_junit
         write_junit(results, args.junit, properties=_props(env), suite_name="layerconf")
     if args.markdown:
-        from .report.markdown import summary
-        Path(args.markdown).write_text(summary(results, _props(env)))
+        from .report.markdown import write_markdown
+        write_markdown(results, args.markdown, _props(env))
     if any(r.status in (Status.FAIL, Status.XPASS) for r in results):
         return 1
     return 2 if any(r.status == Status.ERROR for r in results) else 0
@@ -135,8 +135,7 @@ def cmd_repro(args) -> int:
     keep = args.keep or str(Path("artifacts").resolve())
     with runner.Session(runner.RunOptions(containerd=args.containerd, keep=keep, keep_all=True)) as session:
         r = runner.run_scenario(s, session)
-    from .report import terminal
-    print(terminal.line(r))
+    print(f"{r.status.value.upper()} {r.scenario} ({r.duration:.1f} s)")
     for c in r.checks:
         if c.status != Status.PASS:
             print(f"[{c.status.value}] {c.name}\n{c.explanation}\n")

@@ -6,8 +6,6 @@ on-disk state, and compare.
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import os
 import platform
 import shutil
@@ -20,6 +18,7 @@ from . import capabilities, state
 from .oracle import ContainerdError, Oracle, OracleError, default_version, ensure_built
 from .reference import compare as ref_compare
 from .reference import compression, profiles
+from .report.artifacts import result_dict
 from .result import Check, Outcome, ScenarioResult, Status
 from .scenario import Scenario, ScenarioError, load
 from .scenario.model import OCI_TAR
@@ -234,17 +233,7 @@ def probe_capabilities() -> dict:
     return capabilities.probe()
 
 
-def result_to_dict(r: ScenarioResult) -> dict:
-    d = dataclasses.asdict(r)
-    d["status"] = r.status.value
-    for c in d["checks"]:
-        c["status"] = c["status"].value if hasattr(c["status"], "value") else c["status"]
-    for o in d["outcomes"]:
-        for key in ("blob", "tar"):
-            b = o.pop(key)
-            o[key + "_sha256"] = None if b is None else hashlib.sha256(b).hexdigest()
-            o[key + "_size"] = None if b is None else len(b)
-    return d
+result_to_dict = result_dict   # JSON-safe: bytes become sha256 + size
 
 
 def result_from_dict(d: dict) -> ScenarioResult:
