@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Build the oracle for one containerd version.
+#
+#   oracle/build.sh [VERSION|default|all] [OUTDIR]
+#
+# VERSION is a containerd tag (v2.3.7); "default" (the default) is the versions.txt line marked
+# "default" (else v2.4.2); "all" builds every version in versions.txt. OUTDIR defaults to
+# <repo>/.cache/oracle/<version>. Prints the binary path(s) on stdout; logs go to stderr.
+#
+# The default version builds from oracle/go.mod + go.sum. Any other version builds from
+# oracle/modules/<version>/go.{mod,sum}; when those are missing they are generated once (a fresh
+# module requiring only containerd@VERSION, then `go mod tidy` through the module proxy, so every
+# dependency is at the version that containerd tag selects) and left there to be committed.
+# Build tags select the API adapter: v2.1.x -> containerd_v21, v2.2.x -> containerd_v22,
+# later -> none; a versions.txt line may override with tags=a,b.
+# The build is skipped when a hash of all inputs (sources, module files, version, tags, Go
+# version, this script) matches OUTDIR/.inputs.sha256.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(dirname "$here")
+log() { printf '[oracle/build] %s\n' "$*" >&2; }
+die() { printf '[oracle/build] error: %s\n' "$*" >&2; exit 2; }
+export GOTOOLCHAIN=local CGO_ENABLED=0
+
+# versions.txt: "VERSION [default] [tags=a,b]" per line; # comments.
+version_lines() { sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$here/versions.txt"; }
+default_version() {
+  version_lines | awk '{ for (i = 2; i <= NF; i++) if ($i == "default") { print $1; exit } }' | grep . ||
+    echo v2.4.2
+}
+tags_for() { # explicit tags=... in versions.txt, else by minor version
+  local t
+  t=$(version_lines | awk -v v="$1" '$1 == v { for (i = 2; i <= NF; i++) if ($i ~ /^tags=/) { sub(/^tags=/, "", $i); gsub(/,/, " ", $i); print $i } }')
+  if [ -n "$t" ]; then echo "$t"; return; fi
+  case $1 in
+    v2.0.*) die "containerd $1 has no erofs differ" ;;
+    v2.1.*) echo containerd_v21 ;;
+    v2.2.*) echo containerd_v22 ;;
+    *) echo "" ;;
+  esac
+}
+
+build_one() {
+  local version=$1 out=${2:-$repo/.cache/oracle/$1}
+  [[ $version =~ ^v2\.[0-9]+\.[0-9]+(-[0-9A-Za-z.]+)?$ ]] || die "bad containerd version: $version"
+  local tags pinned moddir bdir
+  tags=$(tags_for "$version")
+  pinned=$(awk '$1 == "github.com/containerd/containerd/v2" { print $2 }' <(sed 's/^require //' "$here/go.mod"))
+  mkdir -p "$out"
+  exec 9>"$out/.lock"
+  flock 9
+
+  if [ "$version" = "$pinned" ]; then
+    moddir=$here
+  else
+    moddir=$here/modules/$version
+    if [ ! -f "$moddir/go.mod" ] || [ ! -f "$moddir/go.sum" ]; then
+      log "generating $moddir/go.mod for containerd $version (go mod tidy)"
+      local gen
+      gen=$(mktemp -d)
+      cp "$here"/*.go "$gen/"
+      printf 'module layerconf/oracle\n\ngo 1.23\n\nrequire github.com/containerd/containerd/v2 %s\n' "$version" >"$gen/go.mod"
+      # tidy looks at every file whatever its build tags: drop the other versions' adapters
+      (cd "$gen" && rm -f $(GOFLAGS=-mod=readonly go list -e -tags "$tags" -f '{{join .IgnoredGoFiles " "}}' .) &&
+        GOFLAGS=-mod=mod go mod tidy) || { rm -rf "$gen"; die "go mod tidy failed for $version"; }
+      mkdir -p "$moddir"
+      cp "$gen/go.mod" "$gen/go.sum" "$moddir/"
+      rm -rf "$gen"
+    fi
+  fi
+
+  local hash
+  hash=$( {
+    echo "version=$version tags=$tags go=$(go env GOVERSION) goarch=$(go env GOARCH)"
+    sha256sum "${BASH_SOURCE[0]}" "$moddir/go.mod" "$moddir/go.sum" | cut -d' ' -f1
+    for f in "$here"/*.go; do printf '%s ' "$(basename "$f")"; sha256sum <"$f" | cut -d' ' -f1; done
+  } | sha256sum | cut -d' ' -f1)
+  if [ -x "$out/layerconf-oracle" ] && [ "$(cat "$out/.inputs.sha256" 2>/dev/null)" = "$hash" ]; then
+    log "containerd $version: up to date ($out/layerconf-oracle)"
+    echo "$out/layerconf-oracle"
+    return
+  fi
+
+  bdir=$repo/.cache/oracle-build/$version
+  rm -rf "$bdir"
+  mkdir -p "$bdir"
+  cp "$here"/*.go "$moddir/go.mod" "$moddir/go.sum" "$bdir/"
+  log "building containerd $version (tags: ${tags:-none}) -> $out/layerconf-oracle"
+  local t0=$SECONDS
+  (cd "$bdir" && GOFLAGS="-mod=readonly -buildvcs=false" go build -trimpath -tags "$tags" \
+    -o "$out/layerconf-oracle.tmp" .) || die "build failed for containerd $version"
+  mv -f "$out/layerconf-oracle.tmp" "$out/layerconf-oracle"
+  echo "$hash" >"$out/.inputs.sha256"
+  log "containerd $version: built in $((SECONDS - t0))s"
+  echo "$out/layerconf-oracle"
+}
+
+command -v go >/dev/null || die "go is not installed"
+[ $# -le 2 ] || die "usage: $0 [VERSION|default|all] [OUTDIR]"
+case ${1:-default} in
+  default) build_one "$(default_version)" "${2:-}" ;;
+  all)
+    [ -z "${2:-}" ] || die "OUTDIR cannot be combined with 'all'"
+    for v in $(version_lines | awk '{ print $1 }'); do build_one "$v"; done ;;
+  *) build_one "$1" "${2:-}" ;;
+esac
