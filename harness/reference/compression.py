@@ -1,0 +1,117 @@
+"""Layer compression for the three OCI media types (spec §4), and decompression by magic.
+
+gzip: Go's ``compress/gzip`` header (``1f 8b 08 00 00000000 00 ff``: no name, mtime 0, XFL 0,
+OS 255) around a raw zlib deflate stream, then CRC32 and ISIZE. zstd: python-zstandard with the
+content checksum on. The compressed bytes are not Go's (different deflate / zstd encoders); what
+can be compared is the decompressed payload, the gzip header and trailer, and the zstd frame
+checksum (verified by decompressing).
+
+Decompression mirrors containerd's DetectCompression: gzip by ``1f 8b 08``, zstd by
+``28 b5 2f fd`` or a skippable-frame magic (0x184D2A50..5F little-endian, with >= 8 bytes);
+anything else passes through unchanged.
+"""
+from __future__ import annotations
+
+import gzip as _gzip
+import struct
+import zlib
+
+import zstandard
+
+OCI_TAR = "application/vnd.oci.image.layer.v1.tar"
+OCI_TAR_GZIP = OCI_TAR + "+gzip"
+OCI_TAR_ZSTD = OCI_TAR + "+zstd"
+
+UNCOMPRESSED, GZIP, ZSTD = "uncompressed", "gzip", "zstd"
+COMPRESSION_BY_MEDIA_TYPE = {OCI_TAR: UNCOMPRESSED, OCI_TAR_GZIP: GZIP, OCI_TAR_ZSTD: ZSTD}
+
+GZIP_MAGIC = b"\x1f\x8b\x08"
+GO_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"   # what gzip.NewWriter writes
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+ZSTD_SKIPPABLE_MASK, ZSTD_SKIPPABLE_START = 0xFFFFFFF0, 0x184D2A50
+GO_GZIP_LEVEL = 6          # Go's DefaultCompression maps to flate level 6
+ZSTD_LEVEL = 3             # klauspost SpeedDefault is roughly zstd level 3
+
+
+def compression_for(media_type: str) -> str:
+    try:
+        return COMPRESSION_BY_MEDIA_TYPE[media_type]
+    except KeyError:
+        raise ValueError(f"no compression known for media type {media_type!r}") from None
+
+
+def gzip_compress(data: bytes) -> bytes:
+    """One gzip member with Go's header bytes; the deflate body is zlib's, not Go's."""
+    comp = zlib.compressobj(GO_GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
+    body = comp.compress(data) + comp.flush()
+    return GO_GZIP_HEADER + body + struct.pack("<II", zlib.crc32(data), len(data) & 0xFFFFFFFF)
+
+
+def zstd_compress(data: bytes) -> bytes:
+    """One zstd frame with content size and checksum."""
+    cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True,
+                                    write_content_size=True)
+    return cctx.compress(data)
+
+
+def compress(data: bytes, media_type: str) -> bytes:
+    kind = compression_for(media_type)
+    if kind == GZIP:
+        return gzip_compress(data)
+    if kind == ZSTD:
+        return zstd_compress(data)
+    return data
+
+
+def detect(blob: bytes) -> str:
+    """containerd's DetectCompression."""
+    if blob.startswith(GZIP_MAGIC):
+        return GZIP
+    if blob.startswith(ZSTD_MAGIC):
+        return ZSTD
+    if len(blob) >= 8:
+        (magic,) = struct.unpack_from("<I", blob)
+        if magic & ZSTD_SKIPPABLE_MASK == ZSTD_SKIPPABLE_START:
+            return ZSTD
+    return UNCOMPRESSED
+
+
+def decompress(blob: bytes) -> bytes:
+    """The payload of a blob, detected by magic. gzip members are CRC/ISIZE-checked; zstd frames
+    are checksum-verified when they carry a checksum; skippable frames are skipped."""
+    kind = detect(blob)
+    if kind == GZIP:
+        return _gzip.decompress(blob)
+    if kind == ZSTD:
+        reader = zstandard.ZstdDecompressor().stream_reader(blob, read_across_frames=True)
+        with reader:
+            return reader.read()
+    return blob
+
+
+def gzip_header(blob: bytes) -> bytes:
+    """The first 10 bytes (Go writes exactly GO_GZIP_HEADER)."""
+    return blob[:10]
+
+
+def gzip_trailer(blob: bytes) -> tuple[int, int]:
+    """(CRC32, ISIZE) from the last 8 bytes of a single-member gzip blob."""
+    if len(blob) < 18 or not blob.startswith(GZIP_MAGIC):
+        raise ValueError("not a gzip blob")
+    return struct.unpack("<II", blob[-8:])
+
+
+def expected_gzip_trailer(data: bytes) -> tuple[int, int]:
+    """What any gzip writer must put in the trailer for this payload."""
+    return zlib.crc32(data), len(data) & 0xFFFFFFFF
+
+
+def zstd_frame_checksum(blob: bytes) -> int | None:
+    """The 4-byte content checksum (low 32 bits of XXH64) ending a single-frame zstd blob, or
+    None when the frame has no checksum. Verify it by decompress(), which checks it."""
+    if not blob.startswith(ZSTD_MAGIC):
+        raise ValueError("not a zstd frame")
+    if not zstandard.get_frame_parameters(blob).has_checksum:
+        return None
+    (value,) = struct.unpack("<I", blob[-4:])
+    return value

@@ -1,0 +1,366 @@
+"""The quirk registry and the reference profiles.
+
+A *quirk* is one way containerd's EROFS differ departs from the intended behaviour (the OCI
+image-spec layer format, and what the walking differ does where the two differ). Each has a
+kebab-case name, the id it has in the research spec (`/work/shared/research/containerd-erofs-
+differ-spec.md` §7, B1–B17; B18+ were found while writing the reference), the containerd versions
+it applies to, and a scope:
+
+- ``compare``: the reference Compare (walk.py, changes.py, compare.py) has a switch for it and
+  reads ``profile.has(name)``; nothing there branches on version strings.
+- ``apply``: read by the reference Apply (apply.py / mediatypes.py).
+- ``engine``: documented only; the reference never produces that state (a panic, block mode,
+  overlay features the harness does not mount with).
+
+Besides quirks (``kind="quirk"``) the registry holds *switches* (``kind="switch"``): behaviour that
+changed between containerd versions without either side being wrong (mkfs ``-U``, ``-b4096``, the
+native-EROFS media-type eras). They are mediatypes.APPLY_SWITCHES, merged in here so one profile
+answers every ``has()``.
+
+A *profile* is a name plus the set of enabled entries plus a few data fields the differ reads.
+``containerd@vX.Y.Z`` (2.1.0 <= X.Y.Z < 2.5.0, pre-releases included) enables every entry whose
+version range holds. ``spec`` enables no quirk, and the switches of the newest modelled version
+(LATEST_MODELLED).
+
+Run ``python -m harness.reference.profiles --markdown`` to print docs/quirks.md.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+OCI_TAR = "application/vnd.oci.image.layer.v1.tar"
+OCI_TAR_GZIP = OCI_TAR + "+gzip"
+OCI_TAR_ZSTD = OCI_TAR + "+zstd"
+
+# Version tuples: (major, minor, patch, is_release, prerelease-text). A release sorts after its
+# pre-releases: 2.4.0-beta.0 < 2.4.0.
+Version = tuple[int, int, int, int, str]
+_VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?$")
+FIRST_SUPPORTED, LAST_EXCLUDED = "2.1.0", "2.5.0-0"   # Compare exists from v2.1.0
+LATEST_MODELLED = "2.4.2"       # the `spec` profile takes this version's switches (not quirks)
+
+
+def parse_version(text: str) -> Version:
+    """'v2.4.0-beta.0' -> (2, 4, 0, 0, 'beta.0'); 'v2.4.2' -> (2, 4, 2, 1, '')."""
+    m = _VERSION_RE.match(text.strip())
+    if not m:
+        raise ValueError(f"not a containerd version: {text!r} (want vX.Y.Z or vX.Y.Z-pre)")
+    major, minor, patch, pre = m.groups()
+    return int(major), int(minor), int(patch), 0 if pre else 1, pre or ""
+
+
+def format_version(v: Version) -> str:
+    return "v%d.%d.%d" % v[:3] + (f"-{v[4]}" if not v[3] else "")
+
+
+_OPS: dict[str, Callable[[Version, Version], bool]] = {
+    ">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b,
+    "<": lambda a, b: a < b, "==": lambda a, b: a == b,
+}
+
+
+def version_predicate(spec: str) -> Callable[[Version], bool]:
+    """'>=2.1.0,<2.3.0 || >=2.4.0' -> predicate: ','-clauses are ANDed, '||'-ranges ORed;
+    '*' matches every version."""
+    if spec.strip() == "*":
+        return lambda v: True
+    ranges = []
+    for alternative in spec.split("||"):
+        clauses = []
+        for clause in alternative.split(","):
+            m = re.match(r"^\s*(>=|<=|==|>|<)\s*(\S+)\s*$", clause)
+            if not m:
+                raise ValueError(f"bad version range clause {clause!r} in {spec!r}")
+            clauses.append((_OPS[m.group(1)], parse_version(m.group(2))))
+        ranges.append(clauses)
+    return lambda v: any(all(op(v, bound) for op, bound in clauses) for clauses in ranges)
+
+
+@dataclass(frozen=True)
+class Quirk:
+    name: str                  # kebab-case switch name, read by the differ via profile.has()
+    spec_id: str               # B-number in the research spec §7 (B18+ found in this package);
+                               # "" for a switch that is no quirk
+    description: str           # one line: what containerd does, then what `spec` does instead
+    reference: str             # spec section and upstream issue/PR
+    versions: str = ">=2.1.0"  # containerd versions it applies to (see version_predicate)
+    scope: str = "compare"     # compare | apply | engine (see module docstring)
+    kind: str = "quirk"        # quirk (a departure from the spec) | switch (a version era)
+
+    def applies(self, version: Version) -> bool:
+        return version_predicate(self.versions)(version)
+
+
+QUIRKS: tuple[Quirk, ...] = (
+    # -- Compare: the walk (continuity DiffDirChanges, DiffSourceOverlayFS) -------------------
+    Quirk("enotdir-abort", "B2",
+          "A lower path under a non-directory (os.Stat -> ENOTDIR) aborts Compare with "
+          "`stat <lower>/<p>: not a directory`; spec: the lower entry is absent.",
+          "spec §2.2 step 2, §7 B2"),
+    Quirk("orphan-whiteout-as-device", "B3",
+          "A 0/0 char-device whiteout with nothing below it is emitted as a char device "
+          "('3', dev 0/0); spec: it is dropped (whiteouts only for what exists below).",
+          "spec §2.2 step 2, §7 B3; OCI layer.md Whiteouts"),
+    Quirk("lower-stat-follows-symlinks", "B18",
+          "Lower existence is os.Stat, following symlinks (absolute ones on the host), so a "
+          "dangling lower symlink counts as absent; spec: overlay semantics, lstat of the "
+          "entry, absent under any symlink or non-directory component (a regular file there "
+          "still aborts while enotdir-abort is on).",
+          "spec §2.2 step 2, §7 B3; continuity fs/diff.go"),
+    Quirk("opaque-identical-subdir-skipped", "B6",
+          "A sub-directory of an opaque directory whose size, mode and mtime equal the lower's "
+          "is skipped, so the layer does not recreate it; spec: emit it.",
+          "spec §2.3, §7 B6; image-spec#144"),
+    Quirk("opaque-without-lower-dir", "B19",
+          "An opaque upper directory gets a `.wh..wh..opq` entry even when the lower path is "
+          "not a directory; spec: the marker only when a lower directory exists.",
+          "spec §2.2 step 1; OCI layer.md Whiteouts"),
+    Quirk("socket-parent-emitted", "B11",
+          "A socket is dropped, but when it is an Add its parent directory is still emitted; "
+          "spec: a socket contributes nothing.",
+          "spec §3.1, §7 B11; containerd pkg/archive TestDiffTar/IgnoreSockets"),
+    Quirk("whiteout-sorted-by-name", "B16",
+          "Whiteouts come at the sort position of the deleted name, after sibling directories "
+          "that sort earlier; spec: entries written as whiteouts come first in their directory "
+          "(OCI SHOULD: before sibling directory entries).",
+          "spec §3.3, §7 B16; OCI layer.md Whiteouts"),
+    # -- Compare: the tar (containerd pkg/archive ChangeWriter) --------------------------------
+    Quirk("hardlinked-whiteout-link", "B4",
+          "Orphan whiteout devices sharing one inode (overlayfs >= 5.8) become '1' hardlinks to "
+          "the first; spec: no inode tracking for whiteout devices.",
+          "spec §7 B4"),
+    Quirk("duplicate-dir-headers", "B5",
+          "A directory can be written twice (opaque dirs; skipped parents with Modify then "
+          "Add/Delete children); spec: each directory at most once, first position kept.",
+          "spec §3.3, §7 B5; containerd#2054, containerd#2070, erofs-utils#32"),
+    Quirk("epoch-ignored", "B7",
+          "SOURCE_DATE_EPOCH (option or context) is read but never applied; spec: mtimes after "
+          "the epoch become the epoch, as the walking differ does (whiteouts stay at 0).",
+          "spec §1.1 step 3, §7 B7; containerd#8764, containerd#7478"),
+    Quirk("only-capability-xattr", "B12",
+          "Only security.capability is exported (as SCHILY.xattr.*); spec: every xattr except "
+          "overlayfs' own trusted.overlay.* / user.overlay.* (OCI: xattrs SHOULD be kept).",
+          "spec §3.1 step 11, §7 B12; containerd#8947, containerd#2863"),
+    # -- Compare: the service around the tar ---------------------------------------------------
+    Quirk("uncompressed-label-dropped", "B8",
+          "For the plain tar media type the containerd.io/uncompressed label is set to \"\" and "
+          "so never stored; spec: it is the blob's own digest, as for compressed blobs.",
+          "spec §1.1 step 14, §7 B8"),
+    # -- Engine-level (documented; the reference never reaches these states) -------------------
+    Quirk("empty-mounts-panic", "B9",
+          "MountsToLayer indexes mounts[0] without a length check: an empty upper panics.",
+          "spec §1.3, §7 B9", scope="engine"),
+    Quirk("block-mode-empty-upper", "B10",
+          "In block mode (default_size > 0) Compare reads the empty `<id>/fs` instead of the "
+          "upper inside rwlayer.img, giving an empty diff.",
+          "spec §1.4, §7 B10", versions=">=2.2.0", scope="engine"),
+    Quirk("no-redirect-metacopy", "B13",
+          "redirect_dir, metacopy and xwhiteouts in the upper are not understood: renamed "
+          "directories lose their lower content, metacopy files read as zeros.",
+          "spec §2.2 step 1, §7 B13", scope="engine"),
+    Quirk("compressor-close-error-ignored", "B14",
+          "The compressor's Close error is ignored, so a failed final flush still commits.",
+          "spec §1.1 step 10, §7 B14", scope="engine"),
+)
+
+# Apply-side switches live in mediatypes.py (their reader); ids and kinds are added here.
+_APPLY_IDS = {"native-mt-seed-inverted": ("B1", "quirk"), "native-mt-layer-prefix": ("B15", "switch")}
+
+
+def _apply_entries() -> tuple[Quirk, ...]:
+    try:
+        from .mediatypes import APPLY_SWITCHES
+    except ImportError:            # the Apply reference is optional for the Compare side
+        return ()
+    out = []
+    for sw in APPLY_SWITCHES:
+        spec_id, kind = _APPLY_IDS.get(sw.name, ("", "switch"))
+        versions = " || ".join(f">={lo},<{hi}" if hi else f">={lo}" for lo, hi in sw.versions)
+        out.append(Quirk(sw.name, spec_id, sw.description, sw.reference, versions=versions,
+                         scope="apply", kind=kind))
+    return tuple(out)
+
+
+QUIRKS = QUIRKS + _apply_entries()
+
+# Considered and deliberately not registered (kept for docs/quirks.md).
+NOT_QUIRKS: tuple[tuple[str, str, str], ...] = (
+    ("B17", "No content comparison: an upper file identical to the lower (e.g. a copy-up) is "
+            "emitted in full.",
+     "Not a quirk: OCI layer.md says added and modified files are carried \"in their "
+     "entirety\", and overlayfs reports a copied-up file as changed. Suppressing it would need "
+     "a content comparison no containerd differ does (buildkit's does, moby/buildkit#2181)."),
+)
+
+QUIRKS_BY_NAME: dict[str, Quirk] = {q.name: q for q in QUIRKS}
+assert len(QUIRKS_BY_NAME) == len(QUIRKS), "duplicate quirk name"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What one reference run emulates. The differ reads has() and the data fields only."""
+
+    name: str
+    quirks: frozenset[str]
+    version: Version | None = None          # containerd version; None for `spec`
+    # Compare media types accepted, and the one an empty media type becomes.
+    media_types: tuple[str, ...] = (OCI_TAR, OCI_TAR_GZIP, OCI_TAR_ZSTD)
+    default_media_type: str = OCI_TAR_GZIP
+    # With only-capability-xattr off: xattr name prefixes that are not exported (overlayfs'
+    # own metadata in the upper; user.overlay.* is what a userxattr mount uses).
+    xattr_exclude_prefixes: tuple[bytes, ...] = (b"trusted.overlay.", b"user.overlay.")
+    continuity: str | None = None           # continuity module version (information only)
+    notes: tuple[str, ...] = field(default=(), compare=False)
+
+    def __post_init__(self):
+        unknown = sorted(set(self.quirks) - QUIRKS_BY_NAME.keys())
+        if unknown:
+            raise ValueError(f"unknown quirk(s) {', '.join(unknown)} in profile {self.name!r}")
+
+    def has(self, quirk: str) -> bool:
+        if quirk not in QUIRKS_BY_NAME:       # a typo must not silently read as "off"
+            raise KeyError(f"unknown quirk {quirk!r}")
+        return quirk in self.quirks
+
+    def without(self, *names: str, name: str | None = None) -> "Profile":
+        """This profile with some quirks switched off (e.g. to see which quirk explains a diff)."""
+        for n in names:
+            QUIRKS_BY_NAME[n]
+        return replace(self, name=name or f"{self.name}-{'-'.join(names)}",
+                       quirks=self.quirks - set(names))
+
+    def with_quirks(self, *names: str, name: str | None = None) -> "Profile":
+        for n in names:
+            QUIRKS_BY_NAME[n]
+        return replace(self, name=name or f"{self.name}+{'+'.join(names)}",
+                       quirks=self.quirks | set(names))
+
+
+def _continuity_for(v: Version) -> str:
+    return "v0.5.0" if v >= parse_version("2.3.0-0") else "v0.4.5"
+
+
+def containerd_profile(version: str) -> Profile:
+    """The profile of containerd's erofs differ at `version` (2.1.0 <= version < 2.5.0)."""
+    v = parse_version(version)
+    if not parse_version(FIRST_SUPPORTED) <= v < parse_version(LAST_EXCLUDED):
+        raise ValueError(f"no profile for containerd {format_version(v)}: the EROFS differ's "
+                         f"Compare is modelled for v{FIRST_SUPPORTED} … v2.4.x")
+    enabled = frozenset(q.name for q in QUIRKS if q.applies(v))
+    return Profile(name=f"containerd@{format_version(v)}", quirks=enabled, version=v,
+                   continuity=_continuity_for(v))
+
+
+SPEC = Profile(name="spec", notes=(
+    "OCI image-spec layer.md; SOURCE_DATE_EPOCH clamps mtimes like the walking differ; "
+    "no duplicate paths; whiteouts only for what exists below; whiteouts first in their "
+    "directory; all xattrs except overlayfs' own.",),
+               quirks=frozenset(q.name for q in QUIRKS if q.kind == "switch"
+                                and q.applies(parse_version(LATEST_MODELLED))))
+
+
+def get_profile(name: str) -> Profile:
+    """'spec', 'containerd@v2.4.2' (the 'v' is optional)."""
+    if name == "spec":
+        return SPEC
+    if name.startswith("containerd@"):
+        return containerd_profile(name.split("@", 1)[1])
+    raise ValueError(f"unknown profile {name!r} (want 'spec' or 'containerd@vX.Y.Z')")
+
+
+def quirks_table(scope: str | None = None, kind: str | None = "quirk") -> list[dict[str, str]]:
+    """Rows for docs: name, id, scope, kind, description, reference, versions."""
+    return [dict(name=q.name, id=q.spec_id, scope=q.scope, kind=q.kind,
+                 description=q.description, reference=q.reference, versions=q.versions)
+            for q in QUIRKS
+            if (scope is None or q.scope == scope) and (kind is None or q.kind == kind)]
+
+
+def _cell(s: str) -> str:
+    return s.replace("|", "\\|")
+
+
+def markdown() -> str:
+    """docs/quirks.md, generated from the registry."""
+    out = [
+        "# Quirk registry",
+        "",
+        "Generated by `python -m harness.reference.profiles --markdown` from",
+        "`harness/reference/profiles.py`; edit the registry, not this file.",
+        "",
+        "A quirk is one way containerd's EROFS differ departs from the intended behaviour",
+        "(OCI image-spec layer format; the walking differ where they differ). Ids B1–B17 are",
+        "those of `/work/shared/research/containerd-erofs-differ-spec.md` §7; B18+ were found",
+        "while writing the Python reference.",
+        "",
+        "Profiles: `containerd@vX.Y.Z` (v2.1.0 … v2.4.x) enables every quirk and switch whose",
+        "version range holds; `spec` enables no quirk (and the newest version's switches). The",
+        "reference reads `profile.has(name)` and never a version. Scope `compare` is read by",
+        "the reference Compare, `apply` by the reference Apply; `engine` is documented only.",
+        "",
+        "| name | id | scope | versions | description | reference |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in quirks_table():
+        out.append(f"| `{r['name']}` | {r['id']} | {r['scope']} | `{r['versions']}` | "
+                   f"{_cell(r['description'])} | {_cell(r['reference'])} |")
+    switches = quirks_table(kind="switch")
+    if switches:
+        out += ["", "## Version switches (not quirks)", "",
+                "Behaviour that changed between containerd versions without being a departure "
+                "from", "the spec; `spec` takes the newest modelled version's "
+                f"(v{LATEST_MODELLED}). Defined in", "`harness/reference/mediatypes.py`.", "",
+                "| name | id | scope | versions | description | reference |",
+                "| --- | --- | --- | --- | --- | --- |"]
+        for r in switches:
+            out.append(f"| `{r['name']}` | {r['id']} | {r['scope']} | `{r['versions']}` | "
+                       f"{_cell(r['description'])} | {_cell(r['reference'])} |")
+    out += ["", "## Considered and not registered", ""]
+    for sid, what, why in NOT_QUIRKS:
+        out.append(f"- **{sid}** — {what} {why}")
+    out += [
+        "",
+        "## The `spec` profile, in one place",
+        "",
+        "- Lower lookup with overlay semantics: `lstat` of the entry; a symlink or",
+        "  non-directory on the way means absent (never an error).",
+        "- Whiteouts (char 0/0) only when something exists below; otherwise dropped. An",
+        "  opaque marker only when a lower directory exists.",
+        "- Whiteouts first within their directory, then the other entries in byte order.",
+        "- Under an opaque directory nothing is skipped as \"identical to the lower\".",
+        "- Each directory at most once; sockets contribute nothing.",
+        "- `SOURCE_DATE_EPOCH` clamps mtimes (strictly later → the epoch, then floor to",
+        "  seconds); whiteouts stay at 0.",
+        "- Xattrs: all, as `SCHILY.xattr.<name>`, except `trusted.overlay.*` and",
+        "  `user.overlay.*`; empty values are dropped (as containerd drops an empty",
+        "  capability).",
+        "- `containerd.io/uncompressed` is always set, to the tar's digest.",
+    ]
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    if argv[1:] == ["--markdown"]:
+        sys.stdout.write(markdown())
+        return 0
+    if len(argv) == 3 and argv[1] == "--profile":
+        try:
+            p = get_profile(argv[2])
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(p.name)
+        for q in QUIRKS:
+            print(f"  [{'x' if q.name in p.quirks else ' '}] {q.name} "
+                  f"({q.spec_id or '-'}, {q.scope} {q.kind})")
+        return 0
+    print("usage: python -m harness.reference.profiles --markdown | --profile NAME",
+          file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
