@@ -10,7 +10,7 @@ conformance: bootstrap
 
 # The project's tests: unit tests of the pure modules, integration tests, and the scenarios.
 test: bootstrap
-	.venv/bin/python -m pytest -n 2 -q
+	.venv/bin/python -m pytest -n 2 -q -k "not slow"
 
 bench: bootstrap
 	.venv/bin/python bench/compare_bench.py

@@ -29,7 +29,7 @@ import json, resource, sys, time
 sys.path.insert(0, {repo!r})
 from harness.reference import compare, profiles
 t = time.monotonic()
-out = compare.compare({lower!r}, {upper!r}, media_type={mt!r}, profile=profiles.for_containerd({ver!r}))
+out = compare.compare({lower!r}, {upper!r}, media_type={mt!r}, profile=profiles.containerd_profile({ver!r}))
 dt = time.monotonic() - t
 print(json.dumps({{"seconds": dt, "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                    "digest": out.descriptor["digest"], "uncompressed": out.labels.get("containerd.io/uncompressed")}}))

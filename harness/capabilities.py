@@ -26,6 +26,7 @@ KNOWN = {
     "file-backed-erofs": "erofs mounts a regular file without a loop device",
     "overlay-userxattr": "overlayfs accepts the userxattr mount option",
     "mkfs-erofs-tar": "mkfs.erofs supports --tar=",
+    "large-scratch": "at least 48 GiB free for temporary files (layers of several GiB)",
 }
 
 
@@ -102,6 +103,7 @@ def probe() -> dict:
     except (OSError, subprocess.TimeoutExpired):
         helptext = ""
     caps["mkfs-erofs-tar"] = "--tar=" in helptext
+    caps["large-scratch"] = shutil.disk_usage(tempfile.gettempdir()).free >= 48 << 30
     probes = {"trusted-xattr": _try_trusted_xattr, "mknod": _try_mknod}
     if caps["root"]:
         if caps["erofs"]:

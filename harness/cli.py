@@ -119,7 +119,7 @@ def cmd_show(args) -> int:
         from .reference import profiles
         with state.build(s, session.oracle(), session.base) as st:
             for mt in s.media_types[:1]:
-                out = runner.reference_compare(st, mt, profiles.for_containerd(session.options.containerd),
+                out = runner.reference_compare(st, mt, profiles.containerd_profile(session.options.containerd),
                                                s.source_date_epoch)
                 if out.error:
                     print(f"error: {out.error}")

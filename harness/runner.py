@@ -14,7 +14,7 @@ import time
 import traceback
 from dataclasses import dataclass
 
-from . import capabilities, state
+from . import capabilities, spool, state
 from .oracle import ContainerdError, Oracle, OracleError, default_version, ensure_built
 from .reference import compare as ref_compare
 from .reference import compression, profiles
@@ -120,7 +120,7 @@ def run_scenario(scenario: Scenario, session: Session) -> ScenarioResult:
 
 def _compare_all(scenario, session, oracle, st, result):
     version = session.options.containerd
-    cd_profile = profiles.for_containerd(version)
+    cd_profile = profiles.containerd_profile(version)
     for mt in scenario.media_types:
         go = go_compare(oracle, "erofs", st, mt, scenario.source_date_epoch)
         ref = reference_compare(st, mt, cd_profile, scenario.source_date_epoch)
@@ -146,10 +146,11 @@ def go_compare(oracle, differ, st, media_type, epoch) -> Outcome:
         out.error = str(e)
         return out
     out.descriptor, out.labels = resp["descriptor"], resp.get("labels") or {}
-    with open(resp["blob"], "rb") as f:
-        out.blob = f.read()
+    out.blob = spool.load(resp["blob"])
     try:
-        out.tar = compression.decompress(out.blob)
+        tar = spool.Spool()
+        compression.decompress_to(out.blob, tar.write)
+        out.tar = tar.value()
     except Exception as e:
         out.error = f"the reference could not decode containerd's blob: {e}"
     return out
@@ -159,7 +160,8 @@ def reference_compare(st, media_type, profile, epoch) -> Outcome:
     out = Outcome(producer=f"ref@{profile.name}", media_type=media_type)
     try:
         r = ref_compare.compare(st.lower_root, st.upper_dir, media_type=media_type,
-                                profile=profile, source_date_epoch=epoch)
+                                profile=profile, source_date_epoch=epoch,
+                                lower_mounts=st.lower_mounts)
     except ref_compare.CompareError as e:
         out.error = str(e)
         return out
@@ -183,9 +185,10 @@ def attribute_spec(scenario, st, go: Outcome, cd_profile) -> Check:
                          " to show, but containerd's output matches the spec: update the scenario "
                          "or the quirk registry", sorted(expected))
         return Check(name, Status.PASS, "containerd's output matches the spec")
-    involved = [q for q in sorted(cd_profile.quirks)
+    toggles = sorted(q for q in cd_profile.quirks if profiles.QUIRKS_BY_NAME[q].scope == "compare")
+    involved = [q for q in toggles
                 if not same(go, reference_compare(st, mt, cd_profile.without(q), epoch), st.lower_root)]
-    rebuilt = reference_compare(st, mt, profiles.SPEC.with_quirks(involved), epoch)
+    rebuilt = reference_compare(st, mt, profiles.SPEC.with_quirks(*involved), epoch)
     diff = (f"{go.error or ''} vs {spec.error or ''}".strip(" vs") if go.error or spec.error
             else explain_tar(go.tar, spec.tar, "go-erofs", "ref@spec"))
     if not involved or not same(go, rebuilt, st.lower_root):
@@ -194,7 +197,7 @@ def attribute_spec(scenario, st, go: Outcome, cd_profile) -> Check:
     if scenario.expect_quirks is not None and expected != set(involved):
         return Check(name, Status.FAIL, f"expected quirks {sorted(expected)}, but the difference "
                      f"is explained by {involved}:\n{diff}", involved)
-    lines = [f"{q}: {profiles.QUIRKS[q].description} ({profiles.QUIRKS[q].reference})"
+    lines = [f"{q}: {profiles.QUIRKS_BY_NAME[q].description} ({profiles.QUIRKS_BY_NAME[q].reference})"
              for q in involved]
     return Check(name, Status.XFAIL, "known divergence from the spec:\n" + "\n".join(lines) +
                  "\n" + diff, involved)

@@ -30,6 +30,7 @@ class State:
     lower_root: str       # the lower view, mounted, for the reference
     upper_dir: str        # the overlay upper directory <snapshot>/fs
     workdir: str
+    lower_mounts: list    # the snapshotter's mounts for the lower view, as containerd returns them
 
 
 def mounts_under(prefix: str) -> list[str]:
@@ -89,12 +90,12 @@ def build(scenario: Scenario, oracle: Oracle, base: str):
         upper_dir = os.path.join(oracle.snapshot_dir(upper_key), "fs")
         for op in scenario.upperdir:
             fsops.apply_op(upper_dir.encode(), op)
-        oracle.view(lower_key, parent)
+        lower_mounts = oracle.view(lower_key, parent)
         keys.append(lower_key)
         lower_root = os.path.join(workdir, "lower")
         with mounted(oracle, lower_key, lower_root):
             yield State(lower_key=lower_key, upper_key=upper_key, lower_root=lower_root,
-                        upper_dir=upper_dir, workdir=workdir)
+                        upper_dir=upper_dir, workdir=workdir, lower_mounts=lower_mounts)
     except fsops.OpError as e:
         raise StateError(f"{scenario.path}: {e}") from None
     finally:

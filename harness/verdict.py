@@ -8,6 +8,7 @@ import struct
 import zlib
 
 from .result import Check, Outcome, Status
+from .spool import bytes_equal
 
 GO_GZIP_HEADER = bytes.fromhex("1f8b08000000000000ff")   # no name, mtime 0, XFL 0, OS unknown
 ZSTD_MAGIC = bytes.fromhex("28b52ffd")
@@ -33,7 +34,7 @@ def same(a: Outcome, b: Outcome, lower_root: str | None = None) -> bool:
     if a.error or b.error:
         return bool(a.error and b.error) and \
             normalise_error(a.error, lower_root) == normalise_error(b.error, lower_root)
-    return a.tar == b.tar
+    return bytes_equal(a.tar, b.tar)
 
 
 def check_pair(go: Outcome, ref: Outcome, expect_error: str | None, lower_root: str) -> Check:
@@ -50,7 +51,7 @@ def check_pair(go: Outcome, ref: Outcome, expect_error: str | None, lower_root: 
             problems.append(f"errors differ:\n  {go.producer}: {go.error or '(no error)'}\n"
                             f"  {ref.producer}: {ref.error or '(no error)'}")
         return Check(name, Status.FAIL if problems else Status.PASS, "\n".join(problems))
-    if go.tar != ref.tar:
+    if not bytes_equal(go.tar, ref.tar):
         problems.append(explain_tar(go.tar, ref.tar, go.producer, ref.producer))
     problems += descriptor_problems(go, ref)
     problems += compression_problems(go)

@@ -16,6 +16,7 @@ import io
 import os
 from dataclasses import dataclass, field
 
+from ..spool import Spool
 from . import compression
 from .changes import ChangeWriter
 from .profiles import OCI_TAR, Profile
@@ -61,26 +62,55 @@ def write_diff(lower_root: str | bytes, upper_root: str | bytes, profile: Profil
     return buf.getvalue() if out is None else None
 
 
+# Mount flags containerd's parseMountOptions turns into mount(2) flags rather than data.
+_FLAG_OPTIONS = {"ro", "rw", "bind", "rbind", "remount", "defaults", "loop", "nodev", "nosuid",
+                 "noexec", "noatime", "relatime", "strictatime", "nodiratime", "sync", "dirsync"}
+
+
+def temp_mount_failure(mounts: list[dict], profile: Profile) -> str | None:
+    """mount.WithTempMount's error for mounts it cannot perform, or None.
+
+    A type with '/' (e.g. format/mkdir/overlay) is a mount-manager template; mount.All passes it
+    to mount(2) as the fstype, which the kernel does not know (ENODEV)."""
+    if not profile.has("lower-mount-templates-unactivated"):
+        return None
+    root = "/tmp/containerd-mount0"       # Go's temp dir name; errors are compared normalised
+    for m in mounts:
+        if "/" in m.get("type", ""):
+            data = ",".join(o for o in m.get("options") or [] if o not in _FLAG_OPTIONS)
+            return (f'failed to mount {root}: mount source: "{m.get("source", "")}", '
+                    f'target: "{root}", fstype: {m["type"]}, flags: 0, data: "{data}", '
+                    f"err: no such device")
+    return None
+
+
 def compare(lower_root: str | bytes, upper_root: str | bytes, *, media_type: str,
             profile: Profile, source_date_epoch: int | None = None,
-            labels: dict | None = None) -> CompareOutput:
-    """erofsDiff.Compare for one media type (\"\" means tar+gzip)."""
+            labels: dict | None = None, lower_mounts: list[dict] | None = None) -> CompareOutput:
+    """erofsDiff.Compare for one media type (\"\" means tar+gzip). `lower_mounts` is the
+    snapshotter's mount list for the lower view (data only: its shape decides whether
+    containerd's temporary mount can succeed); `lower_root` is that view already mounted."""
     mt = media_type or profile.default_media_type
     if mt not in profile.media_types:
         raise CompareError(f"unsupported diff media type: {mt}: not implemented",
                            not_implemented=True)
     compressed = mt != OCI_TAR
+    outer = "failed to write compressed diff" if compressed else "failed to create diff tar stream"
+    failing = temp_mount_failure(lower_mounts or [], profile)
+    if failing:
+        raise CompareError(f"{outer}: {failing}")
 
+    spool = Spool()
     try:
-        tar = write_diff(lower_root, upper_root, profile, source_date_epoch)
+        write_diff(lower_root, upper_root, profile, source_date_epoch, out=spool)
     except GoError as e:
         # writeDiff runs inside mount.WithTempMount, which wraps the callback's error.
         root = go_str(os.fsencode(lower_root))
         inner = f"mount callback failed on {root}: {e}"
-        outer = "failed to write compressed diff" if compressed else "failed to create diff tar stream"
         cause = e.__cause__ if isinstance(e.__cause__, GoError) else e
         raise CompareError(f"{outer}: {inner}", cause=str(cause)) from e
 
+    tar = spool.value()                     # bytes, or an mmap when the layer is large
     blob = compression.compress(tar, mt)
     digest = sha256_digest(blob)
 

@@ -76,6 +76,26 @@ def detect(blob: bytes) -> str:
     return UNCOMPRESSED
 
 
+def decompress_to(blob, write, chunk: int = 1 << 20) -> None:
+    """decompress(), streamed into write() in chunks (for layers too large for memory)."""
+    kind = detect(blob)
+    if kind == GZIP:
+        d = zlib.decompressobj(wbits=31)
+        for i in range(0, len(blob), chunk):
+            write(d.decompress(blob[i:i + chunk]))
+        write(d.flush())
+        if not d.eof:
+            raise ValueError("gzip: unexpected end of stream")
+        return
+    if kind == ZSTD:
+        reader = zstandard.ZstdDecompressor().stream_reader(blob, read_across_frames=True)
+        with reader:
+            while data := reader.read(chunk):
+                write(data)
+        return
+    write(blob)
+
+
 def decompress(blob: bytes) -> bytes:
     """The payload of a blob, detected by magic. gzip members are CRC/ISIZE-checked; zstd frames
     are checksum-verified when they carry a checksum; skippable frames are skipped."""

@@ -136,6 +136,13 @@ QUIRKS: tuple[Quirk, ...] = (
           "A directory can be written twice (opaque dirs; skipped parents with Modify then "
           "Add/Delete children); spec: each directory at most once, first position kept.",
           "spec §3.3, §7 B5; containerd#2054, containerd#2070, erofs-utils#32"),
+    Quirk("lower-mount-templates-unactivated", "B20",
+          "From v2.2.0 a view of two or more layers is a mount-manager template "
+          "(`format/mkdir/overlay`, `lowerdir={{ overlay a b }}`) that Compare hands to "
+          "mount.All unactivated, so Compare fails with `no such device`; spec: the lower "
+          "mounts are activated first and the diff is taken.",
+          "found by layerconf; containerd pkg/rootfs/diff.go CreateDiff, core/mount/temp.go",
+          versions=">=2.2.0"),
     Quirk("epoch-ignored", "B7",
           "SOURCE_DATE_EPOCH (option or context) is read but never applied; spec: mtimes after "
           "the epoch become the epoch, as the walking differ does (whiteouts stay at 0).",

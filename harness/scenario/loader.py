@@ -332,7 +332,7 @@ class _Checker:
             from harness.reference import profiles
         except ImportError:
             return
-        known = set(profiles.QUIRKS) if hasattr(profiles, "QUIRKS") else set()
+        known = set(getattr(profiles, "QUIRKS_BY_NAME", {}))
         for q in quirks:
             if known and q not in known:
                 self.err(self.line_of(expect, "quirks"),

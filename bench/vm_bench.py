@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""VM backend benchmark (run on demand; not a test).
+
+    python3 bench/vm_bench.py                       # 5 boots per kernel, op overheads
+    python3 bench/vm_bench.py --kernel 6.1 --runs 10
+    python3 bench/vm_bench.py --boots 100 --kernel 6.1 --boot-timeout 30   # hang count
+
+Measures, per kernel:
+  boot-to-ready    qemu start -> the agent's ready message (median, min, max over --runs)
+  guest phases     uptime when init started, modules loaded, agent started (from the console)
+  op overhead      agent `ping` (in-process) and `run true` (a shell command), median of --ops
+  first op         the first `run` after ready (cold python subprocess start)
+  boots            with --boots N: N consecutive boots; hangs (timeout), other failures
+Prints a table and the machine's load average (TCG timings scale with free CPU).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from harness.backends import vm as vmb  # noqa: E402
+
+PHASES = re.compile(r"LAYERCONF-INIT-READY start=([\d.]+) modules=([\d.]+) ready=([\d.]+)")
+
+
+def med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def boot_once(kernel: str, args) -> dict:
+    t0 = time.monotonic()
+    vm = vmb.VM(kernel, accel=args.accel, retries=0, boot_timeout=args.boot_timeout,
+                scratch=args.scratch, python=args.python)
+    try:
+        vm.start()
+        rec = {"ok": True, "boot": vm.boot_seconds, "agent_uptime": vm.ready.get("uptime")}
+        m = PHASES.search(vm.console_log.read_text(errors="replace"))
+        if m:
+            rec["init_start"], rec["modules"], rec["init_ready"] = map(float, m.groups())
+        if args.ops:
+            t = time.monotonic()
+            vm.run("true")
+            rec["first_run"] = time.monotonic() - t
+        return rec
+    except vmb.VMError as e:
+        return {"ok": False, "kind": e.kind, "error": str(e)[:300], "log": e.console_log,
+                "elapsed": time.monotonic() - t0}
+    finally:
+        vm.kill()
+
+
+def op_overhead(kernel: str, args) -> dict:
+    with vmb.VM(kernel, accel=args.accel, scratch=args.scratch, python=args.python) as vm:
+        vm.run("true")  # warm
+        pings, runs = [], []
+        for _ in range(args.ops):
+            t = time.monotonic()
+            vm.call("ping")
+            pings.append(time.monotonic() - t)
+        for _ in range(args.ops):
+            t = time.monotonic()
+            vm.run("true")
+            runs.append(time.monotonic() - t)
+        t = time.monotonic()
+        big = vm.run("head -c 10000000 /dev/zero | tr '\\0' x")
+        t_big = time.monotonic() - t
+        assert len(big["stdout"]) == 10_000_000
+        t = time.monotonic()
+        vm.call("probe", timeout=300)
+        t_probe = time.monotonic() - t
+        return {"ping": med(pings), "run_true": med(runs), "run_10MB": t_big, "probe": t_probe,
+                "accel": vm.accel}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--kernel", default="all", help="6.1, 6.12 or all")
+    ap.add_argument("--runs", type=int, default=5, help="boots for the boot-to-ready figure")
+    ap.add_argument("--ops", type=int, default=30, help="agent round trips per op kind (0: skip)")
+    ap.add_argument("--boots", type=int, default=0, help="consecutive boots counting hangs")
+    ap.add_argument("--boot-timeout", type=float, default=60.0)
+    ap.add_argument("--accel", default=None, help="auto (default), tcg or kvm")
+    ap.add_argument("--scratch", default="ext4", choices=("ext4", "tmpfs"))
+    ap.add_argument("--python", default=None, help="python the guest runs (default: this one)")
+    args = ap.parse_args()
+
+    print(f"# host: {os.uname().release}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; "
+          f"qemu {vmb._qemu_version(vmb.qemu_binary() or 'qemu-system-x86_64')}; "
+          f"guest python {args.python or vmb.default_python()}; scratch {args.scratch}")
+    rows = []
+    for k in vmb.kernel_names(args.kernel):
+        reason = vmb.unavailable_reason(k)
+        if reason:
+            print(f"{k}: skipped: {reason}")
+            continue
+        recs = [boot_once(k, args) for _ in range(args.runs)]
+        ok = [r for r in recs if r["ok"]]
+        row = {"kernel": k, "n": len(recs), "failed": len(recs) - len(ok),
+               "boot_med": med([r["boot"] for r in ok]),
+               "boot_min": min((r["boot"] for r in ok), default=float("nan")),
+               "boot_max": max((r["boot"] for r in ok), default=float("nan")),
+               "init_start": med([r["init_start"] for r in ok if "init_start" in r]),
+               "modules": med([r["modules"] for r in ok if "modules" in r]),
+               "init_ready": med([r["init_ready"] for r in ok if "init_ready" in r]),
+               "agent_up": med([r["agent_uptime"] for r in ok if r.get("agent_uptime")]),
+               "first_run": med([r["first_run"] for r in ok if "first_run" in r])}
+        if args.ops:
+            row.update(op_overhead(k, args))
+        if args.boots:
+            t = time.monotonic()
+            hangs = fails = 0
+            times = []
+            for i in range(args.boots):
+                r = boot_once(k, argparse.Namespace(**{**vars(args), "ops": 0}))
+                if r["ok"]:
+                    times.append(r["boot"])
+                elif r["kind"] == "timeout":
+                    hangs += 1
+                    print(f"  boot {i + 1}: HANG: {r['error']}", file=sys.stderr)
+                else:
+                    fails += 1
+                    print(f"  boot {i + 1}: FAIL ({r['kind']}): {r['error']}", file=sys.stderr)
+            row.update({"boots": args.boots, "hangs": hangs, "boot_fails": fails,
+                        "boots_med": med(times), "boots_max": max(times, default=float("nan")),
+                        "boots_wall": time.monotonic() - t})
+        for r in recs:
+            if not r["ok"]:
+                print(f"  {k}: boot failed ({r['kind']}): {r['error']}", file=sys.stderr)
+        rows.append(row)
+
+    print()
+    print(f"{'kernel':7} {'n':>3} {'boot med':>9} {'min':>6} {'max':>6} | guest uptime: "
+          f"{'init':>5} {'mods':>5} {'ready':>5} {'agent':>5} | {'1st run':>7}")
+    for r in rows:
+        print(f"{r['kernel']:7} {r['n']:>3} {r['boot_med']:>8.2f}s {r['boot_min']:>5.2f}s "
+              f"{r['boot_max']:>5.2f}s | {'':13}{r['init_start']:>5.2f} {r['modules']:>5.2f} "
+              f"{r['init_ready']:>5.2f} {r['agent_up']:>5.2f} | {r['first_run'] * 1000:>5.0f}ms")
+    if args.ops:
+        print()
+        print(f"{'kernel':7} {'accel':5} {'ping':>8} {'run true':>9} {'run 10MB':>9} {'probe':>7}")
+        for r in rows:
+            if "ping" in r:
+                print(f"{r['kernel']:7} {r['accel']:5} {r['ping'] * 1000:>6.1f}ms "
+                      f"{r['run_true'] * 1000:>7.1f}ms {r['run_10MB']:>8.2f}s {r['probe']:>6.2f}s")
+    if args.boots:
+        print()
+        print(f"{'kernel':7} {'boots':>5} {'hangs':>5} {'fails':>5} {'median':>7} {'max':>6} {'wall':>7}")
+        for r in rows:
+            print(f"{r['kernel']:7} {r['boots']:>5} {r['hangs']:>5} {r['boot_fails']:>5} "
+                  f"{r['boots_med']:>6.2f}s {r['boots_max']:>5.2f}s {r['boots_wall']:>6.0f}s")
+    print(f"# load average at the end: {os.getloadavg()[0]:.2f}")
+    return 1 if any(r.get("hangs") or r.get("boot_fails") or r["failed"] for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

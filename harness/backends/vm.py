@@ -1,0 +1,943 @@
+"""VM backend: scenarios run inside a QEMU guest with a pinned Debian kernel; no root on the host.
+
+    with VM("6.12") as vm:                       # boots in ~1.5 s under TCG
+        vm.run("uname -r")["stdout"]             # agent op `run`
+        vm.call("probe")                         # kernel capability probes (vm/probe.py)
+
+    backend = VMBackend(kernel="6.1")            # one long-lived VM per process and kernel
+    result = backend.run_file("scenarios/whiteout/root-file.yaml")   # harness.runner.run_file in the guest
+
+The guest (see vm/init.sh) is `-M microvm` booting the uncompressed vmlinux through PVH, with the
+host's root read-only over 9p under a tmpfs overlay, and vm/agent.py on a virtio-serial port
+spoken to as JSON lines over a UNIX socket. TCG is used unless a quick probe shows that KVM
+really boots (the /dev/kvm on PVM hosts does not). Every failure of the machine itself (qemu
+would not start, boot timeout, kernel panic, a hung or lost agent) raises VMError with one
+paragraph that says what happened and where the console log is; the runner reports it as an
+error. qemu runs in its own process group and is killed on close(), at exit, on SIGTERM/SIGHUP,
+and by the kernel if this process dies (PR_SET_PDEATHSIG).
+
+Environment knobs: LAYERCONF_VM_CACHE (kernel cache), LAYERCONF_VM_ACCEL (auto|tcg|kvm),
+LAYERCONF_VM_PYTHON (the python the guest runs), LAYERCONF_VM_LOGS (console logs),
+LAYERCONF_QEMU (the qemu-system-x86_64 binary).
+"""
+from __future__ import annotations
+
+import atexit
+import ctypes
+import dataclasses
+import importlib.util
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+VM_DIR = REPO / "vm"
+PORT_NAME = "layerconf.agent"
+PANIC_RE = re.compile(r"Kernel panic - not syncing[^\n]*|LAYERCONF-INIT-FAIL[^\n]*|"
+                      r"LAYERCONF-AGENT-EXIT[^\n]*")
+
+
+class VMError(RuntimeError):
+    """The VM failed (boot, panic, hang, lost agent, setup). str() is one paragraph.
+
+    kind: "setup" (missing qemu/kernel), "boot", "panic", "timeout", "lost", "op" (the guest op
+    raised; the VM is still usable). console_log: the kept serial log, when there is one.
+    """
+
+    def __init__(self, message: str, *, kind: str = "error", console_log: str | None = None):
+        super().__init__(message)
+        self.kind = kind
+        self.console_log = console_log
+
+
+class GuestOpError(VMError):
+    """An agent op raised inside the guest; the VM is fine. .guest_traceback has the details."""
+
+    def __init__(self, message: str, traceback: str = "", **kw):
+        super().__init__(message, kind="op", **kw)
+        self.guest_traceback = traceback
+
+
+# ---------------------------------------------------------------- vm/ helpers, loaded by path
+
+def _load(name: str):
+    key = f"layerconf_vm_{name}"
+    if key in sys.modules:
+        return sys.modules[key]
+    spec = importlib.util.spec_from_file_location(key, VM_DIR / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[key] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def fetch_kernel():
+    return _load("fetch_kernel")
+
+
+def kernel_names(spec: str | None = None) -> list[str]:
+    """'6.1' | '6.12' | 'all' | '6.1,6.12' -> pinned kernel names (ValueError if unknown)."""
+    fk = fetch_kernel()
+    try:
+        return fk.kernel_names(spec or "default")
+    except fk.FetchError as e:
+        raise ValueError(str(e)) from None
+
+
+def qemu_binary() -> str | None:
+    q = os.environ.get("LAYERCONF_QEMU") or "qemu-system-x86_64"
+    return shutil.which(q)
+
+
+def unavailable_reason(kernel: str = "6.1", *, fetch: bool = False) -> str | None:
+    """None when a VM with `kernel` can boot here, else why not and what to do (for test skips)."""
+    if qemu_binary() is None:
+        return "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"
+    fk = fetch_kernel()
+    try:
+        if kernel not in fk.load_pins()["kernels"]:
+            return f"kernel {kernel} is not pinned in vm/kernels.toml"
+        if fk.cached(kernel) is None:
+            if not fetch:
+                return (f"kernel {kernel} is not in the cache {fk.cache_root()}; "
+                        f"run `python3 -m vm.fetch_kernel {kernel}` (or make bootstrap)")
+            fk.ensure_kernel(kernel, log=lambda *a: None)
+        _load("initramfs").find_busybox()
+    except Exception as e:  # noqa: BLE001
+        return str(e)
+    return None
+
+
+def _host_khz() -> int | None:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("cpu MHz"):
+                    return int(float(line.split(":")[1]) * 1000)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _qarg(path) -> str:
+    """A path inside a qemu option value (commas are doubled)."""
+    return str(path).replace(",", ",,")
+
+
+def _size_bytes(size: str) -> int:
+    m = re.fullmatch(r"(\d+)([KMGT]?)", str(size).strip().upper())
+    if not m:
+        raise ValueError(f"bad size {size!r} (e.g. 8G)")
+    return int(m.group(1)) << (10 * " KMGT".index(m.group(2) or " "))
+
+
+def _writable_dir(preferred: Path, fallback_name: str) -> Path:
+    for d in (preferred, Path(tempfile.gettempdir()) / f"layerconf-vm-{os.getuid()}" / fallback_name):
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            if os.access(d, os.W_OK | os.X_OK):
+                return d
+        except OSError:
+            continue
+    raise VMError(f"no writable folder for VM {fallback_name} (tried {preferred})", kind="setup")
+
+
+def _log_dir() -> Path:
+    env = os.environ.get("LAYERCONF_VM_LOGS")
+    if env:
+        return _writable_dir(Path(env), "logs")
+    return _writable_dir(fetch_kernel().cache_root() / "logs", "logs")
+
+
+def _prune_logs(d: Path, keep: int = 200) -> None:
+    try:
+        files = sorted(d.glob("*.log"), key=lambda p: p.stat().st_mtime)
+        for p in files[:-keep]:
+            p.unlink()
+    except OSError:
+        pass
+
+
+_SITE_CACHE: dict[str, list[str]] = {}
+
+
+def _python_site_dirs(python: str) -> list[str]:
+    if python not in _SITE_CACHE:
+        if os.path.realpath(python) == os.path.realpath(sys.executable) and python == sys.executable:
+            import site
+            dirs = list(site.getsitepackages())
+            if site.ENABLE_USER_SITE and os.path.isdir(site.getusersitepackages()):
+                dirs.append(site.getusersitepackages())
+        else:
+            p = subprocess.run([python, "-c", "import site,json;print(json.dumps(site.getsitepackages()))"],
+                               capture_output=True, text=True, timeout=30)
+            dirs = json.loads(p.stdout) if p.returncode == 0 else []
+        _SITE_CACHE[python] = [d for d in dirs if os.path.isdir(d)]
+    return _SITE_CACHE[python]
+
+
+def default_python() -> str:
+    """The python the guest runs: $LAYERCONF_VM_PYTHON, else this interpreter when this user can
+    read it (through 9p the guest sees files with the host user's rights), else /usr/bin/python3."""
+    env = os.environ.get("LAYERCONF_VM_PYTHON")
+    if env:
+        return env
+    if sys.executable and os.access(sys.executable, os.X_OK):
+        return sys.executable
+    return "/usr/bin/python3"
+
+
+# ---------------------------------------------------------------- process safety net
+
+_LIVE: set = set()
+_LIVE_LOCK = threading.Lock()
+_HANDLERS_INSTALLED = False
+
+
+def _kill_all() -> None:
+    with _LIVE_LOCK:
+        vms = list(_LIVE)
+    for vm in vms:
+        try:
+            vm.kill()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _on_signal(signum, frame):  # SIGTERM/SIGHUP: no qemu outlives us, then die as asked
+    _kill_all()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def _install_handlers() -> None:
+    global _HANDLERS_INSTALLED
+    if _HANDLERS_INSTALLED or threading.current_thread() is not threading.main_thread():
+        return
+    _HANDLERS_INSTALLED = True
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            if signal.getsignal(sig) in (signal.SIG_DFL, None):
+                signal.signal(sig, _on_signal)
+        except (ValueError, OSError):
+            pass
+
+
+atexit.register(_kill_all)
+
+
+def _pdeathsig_preexec(parent: int):
+    def fn():
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except Exception:  # noqa: BLE001
+            pass
+        if os.getppid() != parent:  # the parent died before prctl
+            os._exit(1)
+    return fn
+
+
+# ---------------------------------------------------------------- KVM probe
+
+_KVM: dict[str, bool] = {}
+
+
+def _qemu_version(qemu: str) -> str:
+    try:
+        return subprocess.run([qemu, "--version"], capture_output=True, text=True,
+                              timeout=10).stdout.split("\n")[0]
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def kvm_usable(art, initrd: Path, qemu: str, timeout: float = 8.0) -> bool:
+    """Whether a KVM guest really boots here (to user space: the probe init prints a marker).
+
+    /dev/kvm existing proves nothing: on PVM hosts stock kernels hang or qemu aborts. A real
+    KVM guest reaches user space in well under a second; the answer is cached on disk per host
+    kernel and qemu version (the probe costs `timeout` seconds once where KVM does not work)."""
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+        os.close(fd)
+    except OSError:
+        return False
+    key = f"{os.uname().release}|{_qemu_version(qemu)}"
+    if key in _KVM:
+        return _KVM[key]
+    cache = _writable_dir(fetch_kernel().cache_root(), "state") / "kvm-probe.json"
+    import fcntl
+    with open(cache.with_suffix(".lock"), "a") as lock:   # one probe at a time (xdist workers)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            known = json.loads(cache.read_text())
+        except (OSError, ValueError):
+            known = {}
+        if key not in known:
+            known[key] = _kvm_probe(art, initrd, qemu, timeout)
+            try:
+                cache.write_text(json.dumps(known, indent=1))
+            except OSError:
+                pass
+    _KVM[key] = bool(known[key])
+    return _KVM[key]
+
+
+def _kvm_probe(art, initrd: Path, qemu: str, timeout: float) -> bool:
+    """Boot the probe init under KVM; True when it printed its marker in time."""
+    tmp = Path(tempfile.mkdtemp(prefix="lcvm-kvm-"))
+    log = tmp / "console.log"
+    cmd = [qemu, "-M", "microvm", "-accel", "kvm", "-cpu", "host", "-smp", "1", "-m", "256M",
+           "-no-reboot", "-nodefaults", "-nographic", "-no-user-config",
+           "-kernel", str(art.vmlinux), "-initrd", str(initrd),
+           "-append", "console=ttyS0 quiet panic=-1 layerconf.mode=probe",
+           "-chardev", f"file,id=con,path={_qarg(log)}", "-serial", "chardev:con"]
+    ok = False
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if log.exists() and "LAYERCONF-PROBE-OK" in log.read_text(errors="replace"):
+                ok = True
+                break
+            if p.poll() is not None:
+                ok = log.exists() and "LAYERCONF-PROBE-OK" in log.read_text(errors="replace")
+                break
+            time.sleep(0.05)
+    finally:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return ok
+
+
+# ---------------------------------------------------------------- the VM
+
+class _Lost(Exception):
+    pass
+
+
+class _Timeout(Exception):
+    pass
+
+
+class VM:
+    """One QEMU guest with the agent. Context manager; start() boots, close() kills.
+
+    kernel: a name from vm/kernels.toml ("6.1", "6.12"; None: its default). accel: "auto" (KVM only if a probe
+    boots, else TCG), "tcg" or "kvm". rw_dirs: host folders mounted read-write at the same path
+    in the guest (everything else of the host is read-only there). boot_timeout: seconds from
+    qemu start to the agent's ready message; a failed boot is retried `retries` times.
+    """
+
+    _seq = itertools.count(1)
+
+    def __init__(self, kernel: str | None = None, *, accel: str | None = None, memory: str = "1G",
+                 smp: int = 1, boot_timeout: float = 60.0, retries: int = 1,
+                 python: str | None = None, rw_dirs=(), append: str = "",
+                 scratch: str = "ext4", scratch_size: str = "8G",
+                 log_dir: str | os.PathLike | None = None, fetch: bool = True):
+        self.kernel = kernel_names(kernel)[0] if kernel in (None, "", "default") else kernel
+        self.accel_wanted = (accel or os.environ.get("LAYERCONF_VM_ACCEL") or "auto").lower()
+        self.memory, self.smp = memory, smp
+        self.boot_timeout, self.retries = boot_timeout, retries
+        self.python = python or default_python()
+        self.rw_dirs = [str(Path(d).resolve()) for d in rw_dirs]
+        self.append = append
+        self.scratch, self.scratch_size = scratch, scratch_size
+        if scratch not in ("ext4", "tmpfs"):
+            raise ValueError(f"scratch must be ext4 or tmpfs, not {scratch!r}")
+        self.fetch = fetch
+        self._log_dir = Path(log_dir) if log_dir else None
+        self.proc: subprocess.Popen | None = None
+        self.sock: socket.socket | None = None
+        self._buf = b""
+        self._ids = itertools.count(1)
+        self._lock = threading.RLock()
+        self._tmp: str | None = None
+        self.console_log: Path | None = None
+        self.qemu_log: Path | None = None
+        self.accel: str | None = None
+        self.boot_seconds: float | None = None
+        self.ready: dict = {}
+        self.art = None
+        self.initrd: Path | None = None
+        self.dead_reason: str | None = None
+        self.boots = 0
+
+    # -- lifecycle
+
+    def __enter__(self) -> "VM":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.kill()
+        except Exception:  # noqa: BLE001
+            pass
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None and self.sock is not None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def _prepare(self) -> None:
+        if self.art is not None:
+            return
+        qemu = qemu_binary()
+        if qemu is None:
+            raise VMError("cannot start a VM: qemu-system-x86_64 is not installed (apt-get install "
+                          "qemu-system-x86, or set LAYERCONF_QEMU).", kind="setup")
+        self.qemu = qemu
+        fk = fetch_kernel()
+        try:
+            art = fk.cached(self.kernel)
+            if art is None:
+                if not self.fetch:
+                    raise fk.FetchError(f"kernel {self.kernel} is not in the cache {fk.cache_root()}")
+                art = fk.ensure_kernel(self.kernel, log=lambda *a: None)
+            self.initrd = _load("initramfs").ensure_initramfs(art)
+        except Exception as e:  # FetchError, InitramfsError, OSError
+            raise VMError(f"cannot start a VM with kernel {self.kernel}: {e}. Run `python3 -m "
+                          f"vm.fetch_kernel {self.kernel}` (as root during bootstrap) and retry.",
+                          kind="setup") from None
+        self.art = art
+        for p in [self.python, *self.rw_dirs, str(VM_DIR), str(art.modules_dir),
+                  *_python_site_dirs(self.python)]:
+            if re.search(r"[\s,:\"']", p):
+                raise VMError(f"cannot start a VM: the path {p!r} has a space, comma, colon or quote, "
+                              "which the kernel command line cannot carry.", kind="setup")
+        if not os.access(self.python, os.X_OK):
+            raise VMError(f"cannot start a VM: the guest python {self.python} is not executable by "
+                          "this user (set LAYERCONF_VM_PYTHON=/usr/bin/python3).", kind="setup")
+        if self.accel_wanted == "auto":
+            self.accel = "kvm" if kvm_usable(art, self.initrd, qemu) else "tcg"
+        elif self.accel_wanted in ("tcg", "kvm"):
+            self.accel = self.accel_wanted
+        else:
+            raise VMError(f"unknown accelerator {self.accel_wanted!r} (auto, tcg or kvm)", kind="setup")
+
+    def command(self, sock_path: str, console: Path, scratch_img: str | None = None) -> list[str]:
+        khz = _host_khz()
+        site = _python_site_dirs(self.python)
+        append = ["console=ttyS0", "quiet", "panic=-1", "cryptomgr.notests", "mitigations=off"]
+        if khz and self.accel == "tcg":
+            append.append(f"tsc_early_khz={khz}")
+        append += [f"layerconf.python={self.python}", f"layerconf.agent={VM_DIR / 'agent.py'}",
+                   f"layerconf.modules={self.art.modules_dir}"]
+        if site:
+            append.append("layerconf.pythonpath=" + ":".join(site))
+        if self.rw_dirs:
+            append.append("layerconf.rw=" + ",".join(f"rw{i}:{d}" for i, d in enumerate(self.rw_dirs)))
+        if scratch_img:
+            append.append("layerconf.scratch=ext4")
+        if self.append:
+            append.append(self.append)
+        if len(" ".join(append)) >= 2048:
+            raise VMError("cannot start a VM: the kernel command line would exceed 2048 bytes "
+                          f"({' '.join(append)[:200]}...); shorten the paths.", kind="setup")
+        cmd = [self.qemu, "-M", "microvm", "-accel", self.accel,
+               "-cpu", "host" if self.accel == "kvm" else "max",
+               "-smp", str(self.smp), "-m", self.memory,
+               "-no-reboot", "-nodefaults", "-nographic", "-no-user-config",
+               "-kernel", str(self.art.vmlinux), "-initrd", str(self.initrd),
+               "-append", " ".join(append),
+               "-chardev", f"file,id=con,path={_qarg(console)}", "-serial", "chardev:con",
+               "-fsdev", "local,id=fs0,path=/,security_model=none,readonly=on,multidevs=remap",
+               "-device", "virtio-9p-device,fsdev=fs0,mount_tag=hostroot",
+               "-device", "virtio-serial-device,id=vs0",
+               "-chardev", f"socket,id=agent,path={_qarg(sock_path)},server=on,wait=off",
+               "-device", f"virtserialport,bus=vs0.0,chardev=agent,name={PORT_NAME}"]
+        if scratch_img:
+            cmd += ["-drive", f"file={_qarg(scratch_img)},if=none,id=scratch,format=raw,cache=unsafe",
+                    "-device", "virtio-blk-device,drive=scratch"]
+        for i, d in enumerate(self.rw_dirs):
+            cmd += ["-fsdev", f"local,id=rwfs{i},path={_qarg(d)},security_model=none,multidevs=remap",
+                    "-device", f"virtio-9p-device,fsdev=rwfs{i},mount_tag=rw{i}"]
+        return cmd
+
+    def start(self) -> "VM":
+        with self._lock:
+            if self.alive:
+                return self
+            self._prepare()
+            errors = []
+            for attempt in range(1 + max(0, self.retries)):
+                try:
+                    self._boot(attempt)
+                    return self
+                except VMError as e:
+                    self.kill()
+                    errors.append(e)
+                    if e.kind == "setup":
+                        raise
+            first = errors[0]
+            msg = str(errors[-1])
+            if len(errors) > 1:
+                msg += f" (the first attempt failed too: {first}; console log {first.console_log})"
+            raise VMError(msg, kind=errors[-1].kind, console_log=errors[-1].console_log)
+
+    def _boot(self, attempt: int) -> None:
+        log_dir = self._log_dir or _log_dir()
+        log_dir.mkdir(parents=True, exist_ok=True)
+        _prune_logs(log_dir)
+        stem = (f"{time.strftime('%Y%m%d-%H%M%S')}-{self.kernel}-{os.getpid()}-{next(self._seq)}"
+                f"{'-retry' if attempt else ''}")
+        self.console_log = log_dir / f"{stem}.console.log"
+        self.qemu_log = log_dir / f"{stem}.qemu.log"
+        self._tmp = tempfile.mkdtemp(prefix="lcvm-")
+        sock_path = os.path.join(self._tmp, "agent.sock")
+        scratch_img = self._make_scratch() if self.scratch == "ext4" else None
+        cmd = self.command(sock_path, self.console_log, scratch_img)
+        _install_handlers()
+        preexec = (_pdeathsig_preexec(os.getpid())
+                   if threading.current_thread() is threading.main_thread() else None)
+        t0 = time.monotonic()
+        self._buf = b""
+        self.dead_reason = None
+        with open(self.qemu_log, "wb") as qlog:
+            qlog.write((" ".join(cmd) + "\n").encode())
+            qlog.flush()
+            try:
+                self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=qlog,
+                                             stderr=subprocess.STDOUT, start_new_session=True,
+                                             preexec_fn=preexec, close_fds=True)
+            except OSError as e:
+                raise VMError(f"cannot start qemu ({self.qemu}): {e}", kind="setup") from None
+        with _LIVE_LOCK:
+            _LIVE.add(self)
+        self.boots += 1
+        deadline = t0 + self.boot_timeout
+        # 1. the agent socket (qemu creates it before the guest runs)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        while True:
+            try:
+                s.connect(sock_path)
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                if self.proc.poll() is not None:
+                    s.close()
+                    raise self._failure("boot", "qemu exited before opening the agent socket")
+                if time.monotonic() > deadline:
+                    s.close()
+                    raise self._failure("timeout", "qemu did not open the agent socket")
+                time.sleep(0.005)
+        self.sock = s
+        # 2. the ready message (or the answer to a ping sent now, in case ready was missed)
+        self._send({"id": 0, "op": "ping"})
+        while True:
+            try:
+                msg = self._recv(deadline)
+            except _Timeout:
+                raise self._failure("timeout", f"the guest agent was not ready after "
+                                    f"{self.boot_timeout:.0f} s (boot hang?)") from None
+            except _Lost:
+                raise self._failure("boot", "the guest went away during boot") from None
+            if msg.get("event") == "ready" or msg.get("id") == 0:
+                self.ready = msg if msg.get("event") == "ready" else {"uptime": msg.get("result", {})}
+                break
+        self.boot_seconds = time.monotonic() - t0
+
+    def _make_scratch(self) -> str | None:
+        """A sparse ext4 image for the guest's scratch (/run/layerconf on /dev/vda), made by
+        mke2fs on the host (no root needed; ~30 ms). None (tmpfs scratch) without mke2fs."""
+        mke2fs = shutil.which("mke2fs") or shutil.which("mke2fs", path="/usr/sbin:/sbin")
+        if mke2fs is None:
+            self.scratch_used = "tmpfs"
+            return None
+        img = os.path.join(self._tmp, "scratch.ext4")
+        with open(img, "wb") as f:
+            f.truncate(_size_bytes(self.scratch_size))
+        p = subprocess.run([mke2fs, "-q", "-F", "-t", "ext4", "-O", "^has_journal", "-m", "0",
+                            "-E", "nodiscard,lazy_itable_init=1,root_owner=0:0", img],
+                           capture_output=True, text=True, timeout=60)
+        if p.returncode != 0:
+            raise VMError(f"cannot make the guest's ext4 scratch image ({mke2fs} exited "
+                          f"{p.returncode}: {p.stderr.strip()}); use scratch='tmpfs'.", kind="setup")
+        self.scratch_used = "ext4"
+        return img
+
+    # -- failure reporting
+
+    def _console_tail(self, n: int = 12) -> str:
+        try:
+            text = self.console_log.read_text(errors="replace")
+        except (OSError, AttributeError):
+            return ""
+        lines = [ln.rstrip("\r") for ln in text.splitlines() if ln.strip()]
+        return " | ".join(lines[-n:])
+
+    def _failure(self, kind: str, what: str) -> VMError:
+        """Build a VMError, refine its kind from the console, kill the VM."""
+        time.sleep(0.05)  # let qemu flush the console file
+        try:
+            console = self.console_log.read_text(errors="replace") if self.console_log else ""
+        except OSError:
+            console = ""
+        m = PANIC_RE.search(console)
+        if m and "panic" in m.group(0).lower():
+            kind, what = "panic", f"{what}: kernel panic ({m.group(0).strip()})"
+        elif m:
+            what = f"{what}: {m.group(0).strip()}"
+        rc = self.proc.poll() if self.proc else None
+        qemu_err = ""
+        if rc is not None and self.qemu_log:
+            try:
+                lines = self.qemu_log.read_text(errors="replace").splitlines()[1:]
+                qemu_err = " ".join(lines[-4:]).strip()
+            except OSError:
+                pass
+        self.kill()
+        state = f"qemu exited with {rc}" if rc is not None else "qemu was killed"
+        art = self.art.info if self.art else {}
+        msg = (f"VM {kind} (kernel {self.kernel} = {art.get('package', '?')} {art.get('version', '')}, "
+               f"{(self.accel or '?').upper()}): {what}; {state}"
+               f"{' (' + qemu_err + ')' if qemu_err else ''}. Console log: {self.console_log}"
+               f"{' (last lines: ' + self._console_tail() + ')' if self._console_tail() else ''}. "
+               "A boot failure is retried once; if it keeps failing, run `python3 bench/vm_bench.py "
+               "--boots 5` to reproduce and read the console log.")
+        self.dead_reason = msg
+        return VMError(msg, kind=kind, console_log=str(self.console_log) if self.console_log else None)
+
+    # -- the channel
+
+    def _send(self, obj) -> None:
+        try:
+            self.sock.sendall(json.dumps(obj).encode() + b"\n")
+        except OSError:
+            raise _Lost() from None
+
+    def _recv(self, deadline: float) -> dict:
+        """The next JSON line. Chunks are collected in a list and only new data is searched
+        for the newline, so a large answer costs linear time."""
+        while True:
+            nl = self._buf.find(b"\n")
+            if nl >= 0:
+                line, self._buf = self._buf[:nl], self._buf[nl + 1:]
+                if line.strip():
+                    return json.loads(line)
+                continue
+            chunks = [self._buf]
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._buf = b"".join(chunks)
+                    raise _Timeout()
+                self.sock.settimeout(min(remaining, 0.25))
+                try:
+                    data = self.sock.recv(1 << 20)
+                except socket.timeout:
+                    if self.proc.poll() is not None:
+                        self._buf = b"".join(chunks)
+                        raise _Lost() from None
+                    continue
+                except OSError:
+                    self._buf = b"".join(chunks)
+                    raise _Lost() from None
+                if not data:
+                    self._buf = b"".join(chunks)
+                    raise _Lost()
+                chunks.append(data)
+                if b"\n" in data:
+                    self._buf = b"".join(chunks)
+                    break
+
+    def call(self, op: str, timeout: float = 120.0, **args):
+        """Run agent op `op` with `args`; its result. VMError on a VM failure (the VM is then
+        killed; the next start() boots a fresh one), GuestOpError if the op raised in the guest.
+        `timeout` is the host's wait for the answer."""
+        return self._call(op, timeout, args)
+
+    def _call(self, op: str, timeout: float, args: dict):
+        with self._lock:
+            if not self.alive:
+                if self.dead_reason:
+                    raise VMError(f"the VM is gone: {self.dead_reason}", kind="lost",
+                                  console_log=str(self.console_log))
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise self._failure("lost", f"qemu exited between agent ops (before {op!r})")
+                raise VMError("the VM is not running (call start() first)", kind="lost")
+            rid = next(self._ids)
+            try:
+                self._send({"id": rid, "op": op, "args": args})
+                deadline = time.monotonic() + timeout
+                while True:
+                    msg = self._recv(deadline)
+                    if msg.get("id") == rid:
+                        break
+            except _Timeout:
+                raise self._failure("timeout", f"agent op {op!r} did not answer within {timeout:.0f} s "
+                                    "(guest hang)") from None
+            except _Lost:
+                raise self._failure("lost", f"the guest agent went away during op {op!r}") from None
+            if not msg.get("ok"):
+                raise GuestOpError(f"agent op {op!r} failed in the guest: {msg.get('error')}",
+                                   msg.get("traceback", ""), console_log=str(self.console_log))
+            return msg.get("result")
+
+    def run(self, cmd, timeout: float = 60.0, **kw) -> dict:
+        """Shell command (str) or argv (list) in the guest -> {rc, stdout, stderr, timed_out,
+        truncated, seconds}. The guest kills the command after `timeout` s (timed_out=True, rc
+        -9); the host waits 15 s more before it declares the guest hung."""
+        return self._call("run", timeout + 15, dict(kw, cmd=cmd, timeout=timeout))
+
+    def info(self) -> dict:
+        a = self.art.info if self.art else {}
+        return {"kernel": self.kernel, "package": a.get("package"), "version": a.get("version"),
+                "release": a.get("release"), "accel": self.accel, "boot_seconds": self.boot_seconds,
+                "console_log": str(self.console_log) if self.console_log else None,
+                "python": self.python, "scratch": getattr(self, "scratch_used", self.scratch)}
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Ask the guest to power off (flushes rw shares), then make sure qemu is gone."""
+        try:
+            if self.alive:
+                self.call("shutdown", timeout=timeout)
+                self.proc.wait(timeout=timeout)
+        except (VMError, subprocess.TimeoutExpired):
+            pass
+        self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL qemu's process group and wait for it; idempotent."""
+        p = self.proc
+        if p is not None:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+                try:
+                    p.kill()
+                except OSError:
+                    pass
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+            self.sock = None
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+        with _LIVE_LOCK:
+            _LIVE.discard(self)
+
+    close = kill
+
+
+# ---------------------------------------------------------------- the backend
+
+_SHARED: dict[tuple, VM] = {}
+_PROBES: dict[tuple, dict] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def _options_dict(options) -> dict:
+    if options is None:
+        return {}
+    if dataclasses.is_dataclass(options):
+        return dataclasses.asdict(options)
+    return dict(options)
+
+
+class VMBackend:
+    """Scenarios through harness.runner.run_file inside a guest of one pinned kernel.
+
+    One VM per process and (kernel, VM options, rw folders) is shared by every VMBackend
+    (`reuse=True`), so a pytest-xdist worker boots once per kernel. A VM failure during a
+    scenario gives that scenario status "error" (or raises VMError with raise_errors=True) and
+    the broken VM is replaced by a fresh one for the next scenario.
+    `options`: harness.runner.RunOptions or a dict of its fields; host paths in `keep` are
+    shared read-write with the guest; `workdir` is replaced by the guest's scratch fs.
+    kernel: a name from vm/kernels.toml (None: its default); for `all` use backends_for().
+    """
+
+    name = "vm"
+
+    def __init__(self, kernel: str | None = None, options=None, *, reuse: bool = True,
+                 scenario_timeout: float = 1800.0, drop_caches: bool = True,
+                 raise_errors: bool = False, **vm_options):
+        names = kernel_names(kernel)
+        if len(names) != 1:
+            raise ValueError(f"VMBackend runs one kernel; for {kernel!r} use backends_for({kernel!r})")
+        self.kernel = names[0]
+        self.options = _options_dict(options)
+        self.reuse = reuse
+        self.scenario_timeout = scenario_timeout
+        self.drop_caches = drop_caches
+        self.raise_errors = raise_errors
+        self.vm_options = vm_options
+        self._vm: VM | None = None
+
+    def _rw_dirs(self, options: dict) -> list[str]:
+        dirs = list(self.vm_options.get("rw_dirs", ()))
+        if options.get("keep"):
+            Path(options["keep"]).mkdir(parents=True, exist_ok=True)
+            dirs.append(str(Path(options["keep"]).resolve()))
+        return sorted(set(dirs))
+
+    def vm(self, options: dict | None = None) -> VM:
+        rw = self._rw_dirs(options if options is not None else self.options)
+        kw = dict(self.vm_options, rw_dirs=rw)
+        key = (self.kernel, json.dumps(kw, sort_keys=True, default=str))
+        if self._vm is not None and self._vm.alive and (self._vm.rw_dirs == rw):
+            return self._vm
+        if self.reuse:
+            with _SHARED_LOCK:
+                vm = _SHARED.get(key)
+                if vm is None or not vm.alive:
+                    vm = VM(self.kernel, **kw)
+                    _SHARED[key] = vm
+        else:
+            if self._vm is not None:
+                self._vm.kill()
+            vm = VM(self.kernel, **kw)
+        vm.start()
+        self._vm = vm
+        return vm
+
+    def kernel_probe(self, vm: VM | None = None) -> dict:
+        """vm/probe.py's kernel capabilities of the guest (cached per booted VM)."""
+        vm = vm or self.vm()
+        key = (id(vm), vm.boots)
+        if key not in _PROBES:
+            _PROBES[key] = vm.call("probe", timeout=300)
+        return _PROBES[key]
+
+    def probe_capabilities(self) -> dict:
+        """harness.capabilities as seen in the guest, plus `vm` = the kernel probe."""
+        vm = self.vm()
+        caps = dict(vm.call("capabilities", timeout=120))
+        caps["vm"] = self.kernel_probe()
+        return caps
+
+    def run(self, cmd, timeout: float = 60.0, **kw) -> dict:
+        return self.vm().run(cmd, timeout=timeout, **kw)
+
+    def run_file(self, path, options=None) -> dict:
+        """harness.runner.run_file(path, options) in the guest -> its result dict, with
+        environment.backend = "vm" and environment.vm = the VM and its kernel probe.
+
+        A VM failure (or the runner raising in the guest) becomes a result with status "error"
+        and the VMError paragraph as message (raise_errors=True raises the VMError instead);
+        the broken VM is replaced by a fresh one for the next scenario."""
+        t0 = time.monotonic()
+        opts = dict(self.options)
+        opts.update(_options_dict(options))
+        guest_opts = dict(opts)
+        guest_opts["workdir"] = None        # the guest's TMPDIR: the scratch fs, never the 9p root
+        guest_opts["build"] = False         # the oracle is built on the host (bootstrap), not in TCG
+        path = str(Path(path).resolve())
+        vm = None
+        try:
+            vm = self.vm(opts)
+            if self.drop_caches:
+                vm.call("drop_caches", timeout=60)
+            result = vm.call("scenario", timeout=self.scenario_timeout, path=path, options=guest_opts)
+            caps = self.kernel_probe(vm)
+        except VMError as e:
+            if not isinstance(e, GuestOpError):
+                self._vm = None
+            if self.raise_errors:
+                raise
+            return self._error_result(path, e, vm, time.monotonic() - t0)
+        if isinstance(result, dict):
+            env = result.get("environment")
+            if not isinstance(env, dict):
+                env = result["environment"] = {}
+            env["backend"] = "vm"
+            env["vm"] = dict(vm.info(), capabilities=caps)
+        return result
+
+    def _error_result(self, path: str, e: VMError, vm, seconds: float) -> dict:
+        name = path
+        try:
+            from ..scenario import load
+            name = load(path).name
+        except Exception:  # noqa: BLE001
+            pass
+        msg = str(e)
+        if isinstance(e, GuestOpError) and e.guest_traceback:
+            msg += "\n" + e.guest_traceback
+        vm_info = vm.info() if vm is not None else {"kernel": self.kernel}
+        return {"scenario": name, "path": path, "status": "error", "checks": [], "outcomes": [],
+                "message": msg, "duration": seconds,
+                "environment": {"backend": "vm", "kernel": vm_info.get("release") or self.kernel,
+                                "vm": dict(vm_info, error_kind=e.kind)},
+                "artifacts": None}
+
+    def close(self) -> None:
+        """Kill this backend's VM (a shared one too: other users boot a fresh one if needed)."""
+        vm, self._vm = self._vm, None
+        if vm is not None:
+            with _SHARED_LOCK:
+                for k in [k for k, v in _SHARED.items() if v is vm]:
+                    del _SHARED[k]
+            vm.kill()
+
+
+def backends_for(spec: str, options=None, **kw) -> list[VMBackend]:
+    """One VMBackend per kernel of `--kernel 6.1|6.12|all`."""
+    return [VMBackend(k, options, **kw) for k in kernel_names(spec)]
+
+
+def close_all() -> None:
+    with _SHARED_LOCK:
+        vms = list(_SHARED.values())
+        _SHARED.clear()
+    for vm in vms:
+        vm.kill()
+
+
+# ---------------------------------------------------------------- testinfra over the agent
+
+def testinfra_host(vm: VM, timeout: float = 120.0):
+    """A testinfra Host whose commands run in `vm` through the agent's `run` op, so that
+    host.run, host.file, host.mount_point, host.package ... all work against the guest."""
+    import testinfra.host
+    from testinfra.backend import base
+
+    class AgentBackend(base.BaseBackend):
+        NAME = "layerconf-vm"
+
+        def __init__(self, vm: VM, **kwargs):
+            self.vm = vm
+            super().__init__(f"vm-{vm.kernel}", **kwargs)
+            self._encoding = "utf-8"   # skip testinfra's python round trip to ask the guest
+
+        def get_pytest_id(self) -> str:
+            return f"layerconf-vm://{self.vm.kernel}"
+
+        def run(self, command: str, *args: str, **kwargs) -> base.CommandResult:
+            cmd = self.get_command(command, *args)
+            r = self.vm.run(cmd, timeout=kwargs.get("timeout", timeout))
+            return self.result(r["rc"], self.encode(cmd),
+                               r["stdout"].encode("utf-8", "surrogateescape"),
+                               r["stderr"].encode("utf-8", "surrogateescape"))
+
+    return testinfra.host.Host(AgentBackend(vm))
