@@ -185,7 +185,7 @@ def attribute_spec(scenario, st, go: Outcome, cd_profile) -> Check:
                          " to show, but containerd's output matches the spec: update the scenario "
                          "or the quirk registry", sorted(expected))
         return Check(name, Status.PASS, "containerd's output matches the spec")
-    toggles = sorted(q for q in cd_profile.quirks if profiles.QUIRKS_BY_NAME[q].scope == "compare")
+    toggles = sorted(q for q in cd_profile.quirks if profiles.QUIRKS_BY_NAME[q].scope in ("compare", "mounts"))
     involved = [q for q in toggles
                 if not same(go, reference_compare(st, mt, cd_profile.without(q), epoch), st.lower_root)]
     rebuilt = reference_compare(st, mt, profiles.SPEC.with_quirks(*involved), epoch)

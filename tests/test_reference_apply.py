@@ -353,13 +353,13 @@ def test_decoder_error_after_successful_mkfs(tmp_path):
     blob = GZ[:5]
     out = apply(blob, desc(OCI_LAYER + "+gzip", blob), str(tmp_path), V242, REPRO)
     assert out.error == ("failed to get stream processor for application/vnd.oci.image.layer.v1"
-                         "+gzip: unexpected EOF")
+                         ".tar+gzip: unexpected EOF")
 
 
 @needs_mkfs
 def test_uncompressed_type_feeds_gzip_raw(tmp_path):
     out = apply(GZ, desc(OCI_LAYER, GZ), str(tmp_path), V242, REPRO)
-    assert out.stage == "mkfs" and "invalid tar" in out.error
+    assert out.stage == "mkfs" and out.error.endswith(": exit status 1")
     out = apply(GZ, desc("application/vnd.docker.image.rootfs.diff.tar", GZ), str(tmp_path), V242,
                 REPRO)
     assert out.ok and out.descriptor == desc(OCI_LAYER, TAR)

@@ -692,3 +692,25 @@ def test_file_changed_during_copy(trees, monkeypatch, lie, cause):
     with pytest.raises(CompareError) as ei:
         compare(lower, upper, media_type=OCI_TAR, profile=CTR)
     assert ei.value.cause == cause.format(upper=upper)
+
+
+def test_template_lower_mounts_fail_like_containerd(tmp_path):
+    """B20: a mount-manager template in the lower view cannot be mounted by mount.All."""
+    from harness.reference.compare import CompareError, compare
+    from harness.reference.profiles import SPEC, get_profile
+    lower, upper = tmp_path / "lower", tmp_path / "upper"
+    lower.mkdir(), upper.mkdir()
+    (upper / "f").write_text("x")
+    mounts = [{"type": "erofs", "source": "/s/1/layer.erofs", "options": ["ro", "loop"]},
+              {"type": "format/mkdir/overlay", "source": "overlay",
+               "options": ["lowerdir={{ overlay 0 1 }}"]}]
+    with pytest.raises(CompareError) as info:
+        compare(str(lower), str(upper), media_type=OCI_TAR, lower_mounts=mounts,
+                profile=get_profile("containerd@v2.4.2"))
+    assert str(info.value) == (
+        'failed to create diff tar stream: failed to mount /tmp/containerd-mount0: mount source: '
+        '"overlay", target: "/tmp/containerd-mount0", fstype: format/mkdir/overlay, flags: 0, '
+        'data: "lowerdir={{ overlay 0 1 }}", err: no such device')
+    for profile in (get_profile("containerd@v2.1.9"), SPEC):   # v2.1 mounts plain overlays
+        assert compare(str(lower), str(upper), media_type=OCI_TAR, lower_mounts=mounts,
+                       profile=profile).tar

@@ -41,7 +41,7 @@ def test_registry_well_formed():
     for q in QUIRKS:
         assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", q.name), q.name
         assert re.fullmatch(r"B\d+", q.spec_id) or (q.kind == "switch" and not q.spec_id)
-        assert q.scope in ("compare", "apply", "engine") and q.kind in ("quirk", "switch")
+        assert q.scope in ("compare", "mounts", "apply", "engine") and q.kind in ("quirk", "switch")
         assert q.description and q.reference and "\n" not in q.description
         version_predicate(q.versions)
     ids = [q.spec_id for q in QUIRKS if q.spec_id]
@@ -98,7 +98,7 @@ def test_every_compare_switch_is_read_by_the_reference():
     src = "".join((REPO / "harness" / "reference" / f).read_text()
                   for f in ("walk.py", "changes.py", "compare.py"))
     read = set(re.findall(r'has\("([a-z0-9-]+)"\)', src))
-    compare_scope = {q.name for q in QUIRKS if q.scope == "compare"}
+    compare_scope = {q.name for q in QUIRKS if q.scope in ("compare", "mounts")}
     assert read == compare_scope
 
 

@@ -14,7 +14,8 @@ really boots (the /dev/kvm on PVM hosts does not). Every failure of the machine 
 would not start, boot timeout, kernel panic, a hung or lost agent) raises VMError with one
 paragraph that says what happened and where the console log is; the runner reports it as an
 error. qemu runs in its own process group and is killed on close(), at exit, on SIGTERM/SIGHUP,
-and by the kernel if this process dies (PR_SET_PDEATHSIG).
+and, if this process dies in any way (SIGKILL too), by a watchdog `sh` in qemu's process group
+that waits on a pipe only this process holds open (plus PR_SET_PDEATHSIG where delivered).
 
 Environment knobs: LAYERCONF_VM_CACHE (kernel cache), LAYERCONF_VM_ACCEL (auto|tcg|kvm),
 LAYERCONF_VM_PYTHON (the python the guest runs), LAYERCONF_VM_LOGS (console logs),
@@ -520,12 +521,13 @@ class VM:
             qlog.flush()
             try:
                 self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=qlog,
-                                             stderr=subprocess.STDOUT, start_new_session=True,
+                                             stderr=subprocess.STDOUT, process_group=0,
                                              preexec_fn=preexec, close_fds=True)
             except OSError as e:
                 raise VMError(f"cannot start qemu ({self.qemu}): {e}", kind="setup") from None
         with _LIVE_LOCK:
             _LIVE.add(self)
+        self._start_watchdog()
         self.boots += 1
         deadline = t0 + self.boot_timeout
         # 1. the agent socket (qemu creates it before the guest runs)
@@ -557,6 +559,27 @@ class VM:
                 self.ready = msg if msg.get("event") == "ready" else {"uptime": msg.get("result", {})}
                 break
         self.boot_seconds = time.monotonic() - t0
+
+    def _start_watchdog(self) -> None:
+        """A `sh` in qemu's process group that kills the group when this process dies.
+
+        It waits on a pipe whose only write end this process holds; any death (SIGKILL too)
+        closes it. PR_SET_PDEATHSIG alone is not enough: some sandboxes (this Firecracker host)
+        never deliver it. Being in the group keeps the group id from being reused while qemu
+        may still run. qemu has its own process group (not session: a process may only join a
+        group of its own session), so a terminal's Ctrl-C does not reach it directly."""
+        r, w = os.pipe()   # both non-inheritable: only the watchdog gets r, as its stdin
+        try:
+            self._watchdog = subprocess.Popen(
+                ["/bin/sh", "-c", f"read _ ; kill -KILL -- -{self.proc.pid}"],
+                stdin=r, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                process_group=self.proc.pid, close_fds=True)
+            self._watchdog_fd = w
+        except OSError:
+            os.close(w)
+            self._watchdog = None
+        finally:
+            os.close(r)
 
     def _make_scratch(self) -> str | None:
         """A sparse ext4 image for the guest's scratch (/run/layerconf on /dev/vda), made by
@@ -721,8 +744,10 @@ class VM:
     def kill(self) -> None:
         """SIGKILL qemu's process group and wait for it; idempotent."""
         p = self.proc
+        fd, self._watchdog_fd = getattr(self, "_watchdog_fd", None), None
+        wd, self._watchdog = getattr(self, "_watchdog", None), None
         if p is not None:
-            if p.poll() is None:
+            if p.poll() is None or (wd is not None and wd.poll() is None):
                 try:
                     os.killpg(p.pid, signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
@@ -731,9 +756,17 @@ class VM:
                     p.kill()
                 except OSError:
                     pass
+            for q in (p, wd):
+                if q is None:
+                    continue
+                try:
+                    q.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    pass
+        if fd is not None:
             try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
+                os.close(fd)
+            except OSError:
                 pass
         if self.sock is not None:
             try:

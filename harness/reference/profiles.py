@@ -87,7 +87,7 @@ class Quirk:
     description: str           # one line: what containerd does, then what `spec` does instead
     reference: str             # spec section and upstream issue/PR
     versions: str = ">=2.1.0"  # containerd versions it applies to (see version_predicate)
-    scope: str = "compare"     # compare | apply | engine (see module docstring)
+    scope: str = "compare"     # compare | mounts (mount shapes) | apply | engine (see module docstring)
     kind: str = "quirk"        # quirk (a departure from the spec) | switch (a version era)
 
     def applies(self, version: Version) -> bool:
@@ -142,7 +142,7 @@ QUIRKS: tuple[Quirk, ...] = (
           "mount.All unactivated, so Compare fails with `no such device`; spec: the lower "
           "mounts are activated first and the diff is taken.",
           "found by layerconf; containerd pkg/rootfs/diff.go CreateDiff, core/mount/temp.go",
-          versions=">=2.2.0"),
+          versions=">=2.2.0", scope="mounts"),
     Quirk("epoch-ignored", "B7",
           "SOURCE_DATE_EPOCH (option or context) is read but never applied; spec: mtimes after "
           "the epoch become the epoch, as the walking differ does (whiteouts stay at 0).",
