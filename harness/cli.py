@@ -85,6 +85,93 @@ def _props(env: dict) -> dict:
     return {k: str(env[k]) for k in ("containerd", "erofs-utils", "kernel", "backend", "go") if k in env}
 
 
+CELL = {Status.PASS: "identical", Status.XFAIL: "known quirk", Status.FAIL: "failure",
+        Status.XPASS: "failure", Status.ERROR: "error", Status.SKIP: "skip"}
+
+
+def _versions(selected) -> list[str]:
+    from .oracle import versions
+    from .reference.profiles import parse_version
+    listed = versions()
+    for v in selected or []:
+        if v not in listed:
+            raise UsageError(f"containerd {v} is not listed in oracle/versions.txt ({', '.join(listed)})")
+    return sorted(selected or listed, key=parse_version)
+
+
+def cmd_matrix(args) -> int:
+    """Every scenario x every listed containerd version, in host mode."""
+    from . import runner
+    from .report.junit import write_junit
+    files = _scenario_files(args.paths, args.tag, args.k)
+    versions = _versions(args.containerd)
+    table: dict[str, dict[str, Status]] = {}
+    failed = False
+    for v in versions:
+        results = []
+        with runner.Session(runner.RunOptions(containerd=v)) as session:
+            for f in files:
+                try:
+                    r = runner.run_scenario(load(f), session)
+                except ScenarioError as e:
+                    r = runner.ScenarioResult(scenario=str(f), path=str(f), status=Status.ERROR,
+                                              message=str(e))
+                results.append(r)
+                table.setdefault(r.scenario, {})[v] = r.status
+        counts = {c: sum(1 for r in results if CELL[r.status] == c) for c in dict.fromkeys(CELL.values())}
+        print(f"containerd {v}: " + ", ".join(f"{n} {c}" for c, n in counts.items()), flush=True)
+        failed |= any(r.status.failed for r in results)
+        if args.junit_dir:
+            os.makedirs(args.junit_dir, exist_ok=True)
+            write_junit(results, os.path.join(args.junit_dir, f"containerd-{v}.xml"),
+                        properties=_props(results[0].environment if results else {}),
+                        suite_name=f"layerconf containerd {v}")
+    width = max([len("SCENARIO")] + [len(n) for n in table])
+    print(f"{'SCENARIO':<{width}}  " + "  ".join(f"{v:<11}" for v in versions))
+    for name, cells in table.items():
+        print(f"{name:<{width}}  " + "  ".join(f"{CELL[cells[v]]:<11}" for v in versions))
+    return 1 if failed else 0
+
+
+def go_signature(result) -> dict:
+    """What containerd itself produced for a scenario: per Go outcome, its digest or error."""
+    from .verdict import normalise_error
+    sig = {}
+    for o in result.outcomes:
+        if o.producer.startswith("go-erofs"):
+            key = f"{o.producer} {o.media_type}"
+            sig[key] = (f"error: {normalise_error(o.error)}" if o.error else
+                        "uncompressed " + (o.labels.get("containerd.io/uncompressed")
+                                           or (o.descriptor or {}).get("digest", "?")))
+    return sig
+
+
+def cmd_bisect(args) -> int:
+    """The first listed version whose Go output for a scenario differs from the one before."""
+    from . import runner
+    s = _load_one(args.scenario)
+    versions = _versions(args.containerd)
+    previous = None
+    for v in versions:
+        with runner.Session(runner.RunOptions(containerd=v)) as session:
+            r = runner.run_scenario(s, session)
+        if r.status == Status.ERROR:
+            print(f"containerd {v}: error: {r.message}")
+            return 2
+        sig = go_signature(r)
+        print(f"containerd {v}: {len(sig)} Go outcome(s)", flush=True)
+        if previous is not None and sig != previous[1]:
+            print(f"\nfirst change: containerd {v} (previous listed version: {previous[0]})")
+            for key in sorted(set(sig) | set(previous[1])):
+                a, b = previous[1].get(key, "(none)"), sig.get(key, "(none)")
+                if a != b:
+                    print(f"  {key}:\n    {previous[0]}: {a}\n    {v}: {b}")
+            return 0
+        previous = (v, sig)
+    print(f"\nno change across {', '.join(versions)}")
+    return 0
+
+
 def cmd_validate(args) -> int:
     bad = 0
     files = _scenario_files(args.paths)
@@ -175,6 +262,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", help="write a Markdown summary here")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("matrix", help="every scenario x every containerd version (host mode)")
+    common(p)
+    p.add_argument("--containerd", action="append", help="only these versions (repeatable)")
+    p.add_argument("--junit-dir", help="write one JUnit file per version here")
+    p.set_defaults(fn=cmd_matrix)
+
+    p = sub.add_parser("bisect", help="first containerd version whose Go output changes")
+    p.add_argument("scenario")
+    p.add_argument("--containerd", action="append", help="only these versions (repeatable)")
+    p.set_defaults(fn=cmd_bisect)
 
     p = sub.add_parser("validate", help="check scenario files (schema and meaning)")
     p.add_argument("paths", nargs="*")

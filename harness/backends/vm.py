@@ -571,7 +571,7 @@ class VM:
         r, w = os.pipe()   # both non-inheritable: only the watchdog gets r, as its stdin
         try:
             self._watchdog = subprocess.Popen(
-                ["/bin/sh", "-c", f"read _ ; kill -KILL -- -{self.proc.pid}"],
+                ["/bin/sh", "-c", f"read _ ; kill -9 -{self.proc.pid}"],
                 stdin=r, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 process_group=self.proc.pid, close_fds=True)
             self._watchdog_fd = w

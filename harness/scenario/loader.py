@@ -298,18 +298,7 @@ class _Checker:
             if "media_types" in compare:
                 media_types = self.str_list(compare, "media_types") or DEFAULT_MEDIA_TYPES
             epoch = self.int_(compare, "source_date_epoch", "compare")
-        expect = data.get("expect", _Map())
-        quirks, error = None, None
-        if not isinstance(expect, _Map):
-            self.err(self.line_of(data, "expect"), "expect must be a mapping")
-        else:
-            self.keys(expect, {"quirks", "error"}, set(), "expect")
-            if "quirks" in expect:
-                quirks = self.str_list(expect, "quirks")
-                self.check_quirks(expect, quirks)
-            error = expect.get("error")
-            if error is not None and not isinstance(error, str):
-                self.err(self.line_of(expect, "error"), "expect.error must be a string")
+        quirks, error, by_version = self.expectation(data, "expect", top=True)
         desc = data.get("description")
         if "description" in data and (not isinstance(desc, str) or not desc.strip()):
             self.err(self.line_of(data, "description"), "description must be a non-empty string")
@@ -317,7 +306,40 @@ class _Checker:
                         tags=self.str_list(data, "tags"), references=self.str_list(data, "references"),
                         lowers=tuple(lowers), upper=ops["upper"], upperdir=ops["upperdir"],
                         media_types=media_types, source_date_epoch=epoch, expect_quirks=quirks,
-                        expect_error=error, requires=self.str_list(data, "requires"), raw=data)
+                        expect_error=error, expect_by_version=by_version,
+                        requires=self.str_list(data, "requires"), raw=data)
+
+    def expectation(self, parent, key, top=False):
+        """expect: {quirks, error, versions: {">=2.2.0": {quirks, error}}} -> (quirks, error, overrides)"""
+        expect = parent.get(key, _Map())
+        quirks, error, by_version = None, None, ()
+        if not isinstance(expect, _Map):
+            self.err(self.line_of(parent, key), f"{key} must be a mapping")
+            return quirks, error, by_version
+        self.keys(expect, {"quirks", "error", "versions"} if top else {"quirks", "error"}, set(),
+                  key)
+        if "quirks" in expect:
+            quirks = self.str_list(expect, "quirks")
+            self.check_quirks(expect, quirks)
+        error = expect.get("error")
+        if error is not None and not isinstance(error, str):
+            self.err(self.line_of(expect, "error"), f"{key}.error must be a string")
+        versions = expect.get("versions", _Map())
+        if not isinstance(versions, _Map):
+            self.err(self.line_of(expect, "versions"),
+                     'expect.versions must map a version range (">=2.2.0") to {quirks, error}')
+            return quirks, error, by_version
+        out = []
+        for rng in versions:
+            try:
+                from harness.reference.profiles import version_predicate
+                version_predicate(str(rng))
+            except ValueError as e:
+                self.err(self.line_of(versions, rng), f"expect.versions: {e}")
+                continue
+            q, err, _ = self.expectation(versions, rng)
+            out.append((str(rng), q, err))
+        return quirks, error, tuple(out)
 
     def check_hardlinks(self, layer, i):
         seen = set()

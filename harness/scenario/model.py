@@ -69,5 +69,18 @@ class Scenario:
     source_date_epoch: int | None = None
     expect_quirks: tuple[str, ...] | None = None
     expect_error: str | None = None
+    # (version range, quirks or None, error or None): later entries override earlier ones
+    expect_by_version: tuple = ()
     requires: tuple[str, ...] = ()
     raw: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def expected(self, version: str) -> tuple[tuple[str, ...] | None, str | None]:
+        """(expect.quirks, expect.error) for a containerd version, overrides applied."""
+        from harness.reference.profiles import parse_version, version_predicate
+        quirks, error = self.expect_quirks, self.expect_error
+        v = parse_version(version)
+        for rng, q, err in self.expect_by_version:
+            if version_predicate(rng)(v):
+                quirks = q if q is not None else quirks
+                error = err if err is not None else error
+        return quirks, error
