@@ -1,0 +1,86 @@
+"""The runner end to end on this machine's kernel, against containerd's real Go differ.
+
+A deliberately broken reference rule, a wrong scenario expectation and a killed oracle must each
+give the right status and an explanation a newcomer can act on. Needs root and the built oracle.
+"""
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from harness import capabilities, runner
+from harness.oracle import binary_path, default_version
+from harness.result import Status
+from harness.scenario import load
+
+REPO = Path(__file__).resolve().parent.parent
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="host mode needs root (mounts, trusted xattrs)"),
+    pytest.mark.skipif(not binary_path(default_version()).exists(),
+                       reason="the Go oracle is not built (make bootstrap)"),
+    pytest.mark.skipif(bool(capabilities.missing(())), reason="kernel lacks erofs/overlay or mkfs.erofs lacks --tar="),
+]
+
+
+@pytest.fixture(scope="module")
+def session():
+    with runner.Session(runner.RunOptions(build=False)) as s:
+        yield s
+
+
+def test_identical_scenario_passes(session):
+    r = runner.run_scenario(load(REPO / "scenarios/whiteout/root-file.yaml"), session)
+    assert r.status == Status.PASS, r.message
+    assert {c.name.split(":")[0] for c in r.checks} >= {
+        "compare application/vnd.oci.image.layer.v1.tar", "spec application/vnd.oci.image.layer.v1.tar"}
+    assert r.environment["containerd"] and r.environment["erofs-utils"]
+
+
+def test_broken_reference_rule_fails_and_names_the_rule(session, monkeypatch):
+    """Break the USTAR prefix split: long paths then go out as PAX, and the report says so."""
+    from harness.reference import gotar
+    monkeypatch.setattr(gotar, "split_ustar_path", lambda name: None)
+    r = runner.run_scenario(load(REPO / "scenarios/whiteout/long-path-ustar-split.yaml"), session)
+    assert r.status == Status.FAIL
+    text = "\n".join(c.explanation for c in r.checks if c.status == Status.FAIL)
+    assert "USTAR" in text and "PAX" in text, text
+    assert "entry #" in text                          # which entry
+    assert "go-erofs" in text and "ref@containerd" in text
+
+
+def test_wrong_expectation_fails_with_what_was_found(session, tmp_path):
+    src = (REPO / "scenarios/opaque/kernel-rmtree-mkdir.yaml").read_text()
+    src = src.split("\nexpect:")[0] + "\nexpect:\n  quirks: [epoch-ignored]\n"
+    f = tmp_path / "scenarios" / "wrong.yaml"
+    f.parent.mkdir()
+    f.write_text(src)
+    r = runner.run_scenario(load(f), session)
+    assert r.status == Status.FAIL
+    spec = next(c for c in r.checks if c.name.startswith("spec"))
+    assert "expected quirks ['epoch-ignored']" in spec.explanation
+    assert "duplicate-dir-headers" in spec.explanation
+
+
+def test_expected_quirk_that_does_not_show_is_xpass(session, tmp_path):
+    f = tmp_path / "scenarios" / "stale.yaml"
+    f.parent.mkdir()
+    f.write_text(textwrap.dedent("""
+        description: a plain add, wrongly said to show a quirk
+        lowers: [[{path: a, content: "a", mtime: 1700000000}]]
+        upper: [{op: write, path: b, content: "b", mtime: 1700000000}]
+        expect: {quirks: [epoch-ignored]}
+    """))
+    r = runner.run_scenario(load(f), session)
+    assert r.status == Status.XPASS
+    assert r.status.failed
+
+
+def test_killed_oracle_is_an_error_not_a_failure(tmp_path):
+    with runner.Session(runner.RunOptions(build=False)) as s:
+        s.oracle().kill()
+        r = runner.run_scenario(load(REPO / "scenarios/whiteout/root-file.yaml"), s)
+        assert r.status == Status.ERROR
+        assert "Go oracle" in r.message and "oracle.log" in r.message
+        assert not [m for m in open("/proc/self/mountinfo") if s.base in m]
