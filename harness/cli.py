@@ -49,6 +49,8 @@ def cmd_run(args) -> int:
     files = _scenario_files(args.paths, args.tag, args.k)
     if not files:
         raise UsageError("no scenario matched")
+    if getattr(args, "oracle", "live") == "golden":
+        return cmd_run_golden(args, files)
     options = runner.RunOptions(containerd=args.containerd, keep=args.keep, keep_all=args.keep_all)
     kernels = ["6.1", "6.12"] if args.kernel == "all" else [args.kernel]
     results = []
@@ -79,6 +81,82 @@ def cmd_run(args) -> int:
     if any(r.status in (Status.FAIL, Status.XPASS) for r in results):
         return 1
     return 2 if any(r.status == Status.ERROR for r in results) else 0
+
+
+def cmd_run_golden(args, files) -> int:
+    """`run --oracle golden`: the reference against recorded Go outputs (fixtures/golden/); no
+    Go toolchain, no root, no VM. Scenarios without a usable recording are skipped, and listed."""
+    from . import golden
+    from .oracle import default_version
+    from .report import terminal
+    version = args.containerd or default_version()
+    results = []
+    for f in files:
+        r = golden.check_file(f, version)
+        results.append(r)
+        if not args.quiet:
+            print(f"{r.status.value.upper():6} {r.scenario}", flush=True)
+    terminal.print_table(results)
+    unchecked = [r for r in results if r.status == Status.SKIP]
+    if unchecked:
+        print(f"\n{len(unchecked)} scenario(s) not checked offline:")
+        for r in unchecked:
+            print(f"  {r.scenario}: {r.message}")
+    env = next((r.environment for r in results if r.environment), {})
+    if args.junit:
+        from .report.junit import write_junit
+        write_junit(results, args.junit, properties=_props(env), suite_name="layerconf")
+    if args.markdown:
+        from .report.markdown import write_markdown
+        write_markdown(results, args.markdown, _props(env))
+    if any(r.status in (Status.FAIL, Status.XPASS) for r in results):
+        return 1
+    return 2 if any(r.status == Status.ERROR for r in results) else 0
+
+
+def cmd_golden_record(args) -> int:
+    """Record containerd's real Compare outputs for Compare scenarios (host mode: root + Go)."""
+    from . import capabilities, golden, runner, state
+    files = _scenario_files(args.paths, args.tag, args.k)
+    if not files:
+        raise UsageError("no scenario matched")
+    recorded = skipped = errors = 0
+    with runner.Session(runner.RunOptions(containerd=args.containerd)) as session:
+        for f in files:
+            if golden.is_apply_file(f):
+                print(f"SKIP   {f}: an apply scenario (golden mode records Compare scenarios only)")
+                skipped += 1
+                continue
+            try:
+                s = load(f)
+            except ScenarioError as e:
+                print(f"ERROR  {f}: {e}")
+                errors += 1
+                continue
+            if "slow" in s.tags and not args.include_slow:
+                print(f"SKIP   {s.name}: tagged slow (use --include-slow)")
+                skipped += 1
+                continue
+            missing = capabilities.missing(s.requires)
+            if missing:
+                print(f"SKIP   {s.name}: missing capabilities: {', '.join(missing)}")
+                skipped += 1
+                continue
+            try:
+                path = golden.write_golden(golden.record_scenario(s, session), args.out)
+            except golden.Unrecordable as e:
+                print(f"SKIP   {s.name}: not recordable: {e}")
+                skipped += 1
+                continue
+            except (OracleError, state.StateError, runner.ContainerdError) as e:
+                print(f"ERROR  {s.name}: {e}")
+                errors += 1
+                continue
+            recorded += 1
+            print(f"OK     {s.name} -> {os.path.relpath(path)} ({path.stat().st_size} bytes)",
+                  flush=True)
+    print(f"{recorded} recorded, {skipped} skipped, {errors} error(s)")
+    return 2 if errors else 0
 
 
 def _props(env: dict) -> dict:
@@ -261,7 +339,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--junit", help="write JUnit XML here")
     p.add_argument("--markdown", help="write a Markdown summary here")
     p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--oracle", default="live", choices=("live", "golden"),
+                   help="live: run containerd (default); golden: check against fixtures/golden/ "
+                        "recordings (no Go, no root, no VM)")
     p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("golden", help="golden recordings of containerd's outputs (offline mode)")
+    gsub = p.add_subparsers(dest="golden_cmd", required=True)
+    p = gsub.add_parser("record", help="record containerd's Compare outputs (host mode, root)")
+    common(p)
+    p.add_argument("--containerd", default="", help="containerd version (default: oracle/versions.txt)")
+    p.add_argument("--include-slow", action="store_true", help="also record slow-tagged scenarios")
+    p.add_argument("--out", default=None, help="folder for the recordings (default: fixtures/golden)")
+    p.set_defaults(fn=cmd_golden_record)
 
     p = sub.add_parser("matrix", help="every scenario x every containerd version (host mode)")
     common(p)

@@ -99,8 +99,10 @@ class Oracle:
         for opt in self.mkfs_options:
             argv += ["--mkfs-option", opt]
         self._log = open(self.log_path, "ab")
+        # In-process gzip decoding, as the reference models it (not igzip/unpigz from PATH).
+        env = dict(os.environ, CONTAINERD_DISABLE_IGZIP="1", CONTAINERD_DISABLE_PIGZ="1")
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self._log, start_new_session=True)
+                                     stderr=self._log, start_new_session=True, env=env)
         return self
 
     def __enter__(self):

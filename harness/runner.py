@@ -15,6 +15,7 @@ import traceback
 from dataclasses import dataclass
 
 from . import capabilities, spool, state
+from .applycheck import apply_checks
 from .oracle import ContainerdError, Oracle, OracleError, default_version, ensure_built
 from .reference import compare as ref_compare
 from .reference import compression, profiles
@@ -43,7 +44,7 @@ class Session:
 
     def __init__(self, options: RunOptions | None = None):
         self.options = options or RunOptions()
-        self._oracle: Oracle | None = None
+        self._oracles: dict[tuple, Oracle] = {}
         self._tmp = None
         self.environment: dict = {}
 
@@ -53,26 +54,31 @@ class Session:
             self._tmp = tempfile.mkdtemp(prefix="layerconf-", dir=self.options.workdir)
         return self._tmp
 
-    def oracle(self) -> Oracle:
-        if self._oracle is None:
-            if self.options.build:
+    def oracle(self, mkfs_options=()) -> Oracle:
+        """The oracle for a set of erofs differ mkfs options (one process each, started once)."""
+        key = tuple(mkfs_options)
+        if key not in self._oracles:
+            if self.options.build and not self._oracles:
                 ensure_built(self.options.containerd)
-            self._oracle = Oracle(self.options.containerd, os.path.join(self.base, "root")).start()
-            info = self._oracle.version_info()
-            self.environment = {
-                "containerd": info.get("containerd", self.options.containerd),
-                "go": info.get("go", ""),
-                "erofs-utils": info.get("mkfs", ""),
-                "kernel": platform.release(),
-                "backend": "host",
-                "capabilities": capabilities.probe(),
-            }
-        return self._oracle
+            root = os.path.join(self.base, f"root{len(self._oracles)}")
+            oracle = Oracle(self.options.containerd, root, mkfs_options=key).start()
+            self._oracles[key] = oracle
+            if not self.environment:
+                info = oracle.version_info()
+                self.environment = {
+                    "containerd": info.get("containerd", self.options.containerd),
+                    "go": info.get("go", ""),
+                    "erofs-utils": info.get("mkfs", ""),
+                    "kernel": platform.release(),
+                    "backend": "host",
+                    "capabilities": capabilities.probe(),
+                }
+        return self._oracles[key]
 
     def close(self):
-        if self._oracle is not None:
-            self._oracle.close()
-            self._oracle = None
+        for oracle in self._oracles.values():
+            oracle.close()
+        self._oracles.clear()
         if self._tmp is not None:
             state.force_unmount_under(self._tmp)
             shutil.rmtree(self._tmp, ignore_errors=True)
@@ -98,8 +104,15 @@ def run_scenario(scenario: Scenario, session: Session) -> ScenarioResult:
     try:
         oracle = session.oracle()
         result.environment = dict(session.environment)
-        with state.build(scenario, oracle, session.base) as st:
-            _compare_all(scenario, session, oracle, st, result)
+        if scenario.compares:
+            with state.build(scenario, oracle, session.base) as st:
+                _compare_all(scenario, session, oracle, st, result)
+                for case in scenario.apply_cases:
+                    if case.from_compare:
+                        result.checks += apply_checks(case, session, st, result.outcomes)
+        for case in scenario.apply_cases:
+            if not case.from_compare:
+                result.checks += apply_checks(case, session)
     except (OracleError, state.StateError, capabilities.CapabilityError) as e:
         result.status, result.message = Status.ERROR, str(e)
     except ContainerdError as e:
@@ -135,7 +148,10 @@ def _compare_all(scenario, session, oracle, st, result):
         if not walking.error or not go.error:
             result.checks.append(check_walking(go, walking))
     if same(go, ref, st.lower_root):
-        result.checks.append(attribute_spec(scenario, st, go, cd_profile))
+        epoch = scenario.source_date_epoch
+        result.checks.append(attribute_spec(
+            scenario, go, cd_profile, lambda prof: reference_compare(st, tar_mt, prof, epoch),
+            st.lower_root))
 
 
 def go_compare(oracle, differ, st, media_type, epoch) -> Outcome:
@@ -156,12 +172,14 @@ def go_compare(oracle, differ, st, media_type, epoch) -> Outcome:
     return out
 
 
-def reference_compare(st, media_type, profile, epoch) -> Outcome:
+def reference_compare(st, media_type, profile, epoch, fs=None) -> Outcome:
+    """The reference on a state (anything with lower_root, upper_dir, lower_mounts); `fs` reads
+    the filesystem (the real one by default, a RecordedFS in golden mode)."""
     out = Outcome(producer=f"ref@{profile.name}", media_type=media_type)
     try:
         r = ref_compare.compare(st.lower_root, st.upper_dir, media_type=media_type,
                                 profile=profile, source_date_epoch=epoch,
-                                lower_mounts=st.lower_mounts)
+                                lower_mounts=st.lower_mounts, fs=fs)
     except ref_compare.CompareError as e:
         out.error = str(e)
         return out
@@ -169,18 +187,21 @@ def reference_compare(st, media_type, profile, epoch) -> Outcome:
     return out
 
 
-def attribute_spec(scenario, st, go: Outcome, cd_profile) -> Check:
+def attribute_spec(scenario, go: Outcome, cd_profile, run_ref, lower_root: str | None) -> Check:
     """Go vs the `spec` profile; every difference must be explained by named quirks.
+
+    run_ref(profile) -> Outcome runs the reference for go's media type on the same state (live:
+    the mounted state; golden: a RecordedFS); lower_root normalises error texts.
 
     A quirk is involved when turning it off alone changes the containerd profile's output; the
     involved quirks explain the difference when `spec` plus exactly those quirks reproduces Go.
     """
-    mt, epoch = go.media_type, scenario.source_date_epoch
+    mt = go.media_type
     name = f"spec {mt}: go-erofs vs ref@spec"
-    spec = reference_compare(st, mt, profiles.SPEC, epoch)
+    spec = run_ref(profiles.SPEC)
     expect_quirks = scenario.expected(cd_profile.name.split("@", 1)[1])[0]
     expected = set(expect_quirks or ())
-    if same(go, spec, st.lower_root):
+    if same(go, spec, lower_root):
         if expected:
             return Check(name, Status.XPASS, "expected quirks " + ", ".join(sorted(expected)) +
                          " to show, but containerd's output matches the spec: update the scenario "
@@ -188,11 +209,11 @@ def attribute_spec(scenario, st, go: Outcome, cd_profile) -> Check:
         return Check(name, Status.PASS, "containerd's output matches the spec")
     toggles = sorted(q for q in cd_profile.quirks if profiles.QUIRKS_BY_NAME[q].scope in ("compare", "mounts"))
     involved = [q for q in toggles
-                if not same(go, reference_compare(st, mt, cd_profile.without(q), epoch), st.lower_root)]
-    rebuilt = reference_compare(st, mt, profiles.SPEC.with_quirks(*involved), epoch)
+                if not same(go, run_ref(cd_profile.without(q)), lower_root)]
+    rebuilt = run_ref(profiles.SPEC.with_quirks(*involved))
     diff = (f"{go.error or ''} vs {spec.error or ''}".strip(" vs") if go.error or spec.error
             else explain_tar(go.tar, spec.tar, "go-erofs", "ref@spec"))
-    if not involved or not same(go, rebuilt, st.lower_root):
+    if not involved or not same(go, rebuilt, lower_root):
         return Check(name, Status.FAIL, "a difference from the spec that no quirk explains "
                      f"(involved: {', '.join(involved) or 'none'}):\n{diff}", involved)
     if expect_quirks is not None and expected != set(involved):

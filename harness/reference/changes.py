@@ -18,6 +18,7 @@ import os
 import stat as st_
 from typing import Callable
 
+from . import fsview
 from .gotar import (Format, Header, TarError, TarWriter, TYPE_BLOCK, TYPE_CHAR, TYPE_DIR,
                     TYPE_FIFO, TYPE_LINK, TYPE_REG, TYPE_SYMLINK)
 from .walk import (DELETE, MODIFY, UNMODIFIED, ChangeKind, GoError, go_base, go_clean,
@@ -68,8 +69,9 @@ class ChangeWriter:
     """archive.NewChangeWriter(w, source) for one profile; source is the upper directory."""
 
     def __init__(self, write: Callable[[bytes], object], source: str | bytes, profile,
-                 source_date_epoch: int | None = None):
+                 source_date_epoch: int | None = None, fs=None):
         self.tw = TarWriter(write)
+        self.fs = fsview.default(fs)
         self.source = go_clean(os.fsencode(source))
         self.profile = profile
         # WithModTimeUpperBound: the erofs differ never passes it (B7); the spec clamps.
@@ -111,7 +113,7 @@ class ChangeWriter:
         link = b""
         if st_.S_ISLNK(st.st_mode):
             try:
-                link = os.readlink(source)
+                link = self.fs.readlink(source)
             except OSError as e:
                 raise path_error("readlink", source, e) from None
 
@@ -159,7 +161,7 @@ class ChangeWriter:
         records: dict[str, bytes] = {}
         if self.profile.has("only-capability-xattr"):
             try:
-                value = os.getxattr(source, CAPABILITY, follow_symlinks=False)
+                value = self.fs.getxattr(source, CAPABILITY)
             except OSError as e:
                 if e.errno not in _NO_XATTR:
                     raise GoError(f"failed to get capabilities xattr: {go_errno_text(e.errno)}") from None
@@ -168,7 +170,7 @@ class ChangeWriter:
                 records[PAX_SCHILY_XATTR + CAPABILITY] = value
             return records
         try:
-            names = os.listxattr(source, follow_symlinks=False)
+            names = self.fs.listxattr(source)
         except OSError as e:
             if e.errno in _NO_XATTR:
                 return records
@@ -177,7 +179,7 @@ class ChangeWriter:
             if os.fsencode(key).startswith(self.profile.xattr_exclude_prefixes):
                 continue
             try:
-                value = os.getxattr(source, key, follow_symlinks=False)
+                value = self.fs.getxattr(source, key)
             except OSError as e:
                 if e.errno in _NO_XATTR:
                     continue
@@ -189,7 +191,7 @@ class ChangeWriter:
     def _copy_content(self, source: bytes, size: int) -> None:
         """os.Open + copyBuffered (32 KiB reads) into the tar writer."""
         try:
-            f = open(source, "rb", buffering=0)
+            f = self.fs.open(source)
         except OSError as e:
             raise GoError(f"failed to open path: {go_str(source)}: "
                           f"{path_error('open', source, e)}") from None
@@ -220,7 +222,7 @@ class ChangeWriter:
         if fname != self.source and pname != self.source and parent not in self.added_dirs:
             self.added_dirs.add(parent)
             try:
-                fi = os.stat(pname)
+                fi = self.fs.stat(pname)
             except OSError as e:
                 raise path_error("stat", pname, e) from None
             self.handle_change(MODIFY, parent, fi)

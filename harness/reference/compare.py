@@ -48,14 +48,14 @@ def sha256_digest(data: bytes) -> str:
 
 
 def write_diff(lower_root: str | bytes, upper_root: str | bytes, profile: Profile,
-               source_date_epoch: int | None = None, out=None) -> bytes | None:
+               source_date_epoch: int | None = None, out=None, fs=None) -> bytes | None:
     """writeDiff: the layer tar of upper against lower, returned, or streamed into `out` (a
     binary file object; then None is returned: use it for multi-GiB layers). GoError texts are
     those of DiffDirChanges / ChangeWriter, before Compare's wrapping."""
     buf = io.BytesIO() if out is None else out
-    cw = ChangeWriter(buf.write, upper_root, profile, source_date_epoch)
+    cw = ChangeWriter(buf.write, upper_root, profile, source_date_epoch, fs=fs)
     try:
-        diff_dir_changes(lower_root, upper_root, cw.handle_change, profile)
+        diff_dir_changes(lower_root, upper_root, cw.handle_change, profile, fs=fs)
     except GoError as e:
         raise GoError(f"failed to create diff tar stream: {e}") from e
     cw.close()
@@ -86,10 +86,12 @@ def temp_mount_failure(mounts: list[dict], profile: Profile) -> str | None:
 
 def compare(lower_root: str | bytes, upper_root: str | bytes, *, media_type: str,
             profile: Profile, source_date_epoch: int | None = None,
-            labels: dict | None = None, lower_mounts: list[dict] | None = None) -> CompareOutput:
+            labels: dict | None = None, lower_mounts: list[dict] | None = None,
+            fs=None) -> CompareOutput:
     """erofsDiff.Compare for one media type (\"\" means tar+gzip). `lower_mounts` is the
     snapshotter's mount list for the lower view (data only: its shape decides whether
-    containerd's temporary mount can succeed); `lower_root` is that view already mounted."""
+    containerd's temporary mount can succeed); `lower_root` is that view already mounted.
+    `fs` reads the filesystem (fsview.RealFS by default; a RecordedFS replays a golden state)."""
     mt = media_type or profile.default_media_type
     if mt not in profile.media_types:
         raise CompareError(f"unsupported diff media type: {mt}: not implemented",
@@ -102,7 +104,7 @@ def compare(lower_root: str | bytes, upper_root: str | bytes, *, media_type: str
 
     spool = Spool()
     try:
-        write_diff(lower_root, upper_root, profile, source_date_epoch, out=spool)
+        write_diff(lower_root, upper_root, profile, source_date_epoch, out=spool, fs=fs)
     except GoError as e:
         # writeDiff runs inside mount.WithTempMount, which wraps the callback's error.
         root = go_str(os.fsencode(lower_root))

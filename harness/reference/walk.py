@@ -20,6 +20,8 @@ import posixpath
 import stat as st_
 from typing import Callable
 
+from . import fsview
+
 
 class ChangeKind(enum.IntEnum):
     """continuity fs.ChangeKind (DiffDirChanges never reports UNMODIFIED)."""
@@ -101,12 +103,12 @@ def is_whiteout_device(st: os.stat_result) -> bool:
     return st_.S_ISCHR(st.st_mode) and os.major(st.st_rdev) == 0 and os.minor(st.st_rdev) == 0
 
 
-def opaque_value(path: bytes) -> bytes | None:
+def opaque_value(path: bytes, fs=None) -> bytes | None:
     """getOpaqueValue: the first of the two opaque xattrs that exists (any value), else None.
     ENODATA/ENOTSUP move on to the next key; anything else is fatal."""
     for key in OPAQUE_KEYS:
         try:
-            return os.getxattr(path, key, follow_symlinks=False)
+            return fsview.default(fs).getxattr(path, key)
         except OSError as e:
             if e.errno in _NO_XATTR:
                 continue
@@ -117,8 +119,9 @@ def opaque_value(path: bytes) -> bytes | None:
 # --- the walk ----------------------------------------------------------------------------------
 
 class _Walk:
-    def __init__(self, lower: bytes, upper: bytes, handle: Handle, profile):
+    def __init__(self, lower: bytes, upper: bytes, handle: Handle, profile, fs=None):
         self.lower, self.upper, self.handle, self.profile = lower, upper, handle, profile
+        self.fs = fsview.default(fs)
         self.changed_dirs: set[bytes] = set()
         self.follow = profile.has("lower-stat-follows-symlinks")
         self.enotdir_abort = profile.has("enotdir-abort")
@@ -131,7 +134,7 @@ class _Walk:
         full = go_join(self.lower, p)
         if self.follow:
             try:
-                return os.stat(full)
+                return self.fs.stat(full)
             except OSError as e:
                 if e.errno == errno.ENOENT:
                     return None
@@ -142,7 +145,7 @@ class _Walk:
         for i, comp in enumerate(comps):
             cur = go_join(cur, comp)
             try:
-                st = os.lstat(cur)
+                st = self.fs.lstat(cur)
             except OSError as e:
                 if e.errno == errno.ENOENT:
                     return None
@@ -160,7 +163,7 @@ class _Walk:
     def read_names(self, path: bytes, rel: bytes) -> list[bytes]:
         """readDirNames: all names, sorted byte-wise; an error aborts the walk."""
         try:
-            names = os.listdir(path)
+            names = self.fs.listdir(path)
         except OSError as e:
             raise path_error("open", path, e) from None
         names.sort()
@@ -169,7 +172,7 @@ class _Walk:
             # Only what will be written as a whiteout moves: a 0/0 device with a lower target.
             def is_whiteout(name: bytes) -> bool:
                 try:
-                    return (is_whiteout_device(os.lstat(go_join(path, name)))
+                    return (is_whiteout_device(self.fs.lstat(go_join(path, name)))
                             and self.lower_stat(rel + b"/" + name) is not None)
                 except (OSError, GoError):
                     return False          # reported when the walk reaches the entry
@@ -178,7 +181,7 @@ class _Walk:
 
     def run(self) -> None:
         try:
-            root_st = os.lstat(self.upper)
+            root_st = self.fs.lstat(self.upper)
         except OSError as e:
             raise path_error("lstat", self.upper, e) from None
         if not st_.S_ISDIR(root_st.st_mode):
@@ -195,7 +198,7 @@ class _Walk:
             p = rel + b"/" + name
             full = go_join(self.upper, p)
             try:
-                f = os.lstat(full)
+                f = self.fs.lstat(full)
             except OSError as e:
                 raise path_error("lstat", full, e) from None
             if st_.S_ISDIR(f.st_mode):
@@ -217,7 +220,7 @@ class _Walk:
         if st_.S_ISCHR(f.st_mode):
             deleted = is_whiteout_device(f)
         elif st_.S_ISDIR(f.st_mode):
-            opaque = opaque_value(go_join(self.upper, p)) == b"y"
+            opaque = opaque_value(go_join(self.upper, p), self.fs) == b"y"
             if opaque:
                 want_marker = True
                 if not prof.has("opaque-without-lower-dir"):
@@ -255,7 +258,7 @@ class _Walk:
             if parent not in self.changed_dirs and parent != b"/":
                 ppath = go_join(self.upper, parent)
                 try:
-                    pst = os.stat(ppath)
+                    pst = self.fs.stat(ppath)
                 except OSError as e:
                     raise path_error("stat", ppath, e) from None
                 self.handle(MODIFY, parent, pst)
@@ -267,8 +270,9 @@ class _Walk:
 
 
 def diff_dir_changes(lower_root: str | bytes, upper_root: str | bytes, handle: Handle,
-                     profile) -> None:
+                     profile, fs=None) -> None:
     """Report every change of upper_root (an overlayfs upper dir) against lower_root (the
-    merged lower) as handle(kind, b"/path", stat_result or None for a Delete)."""
+    merged lower) as handle(kind, b"/path", stat_result or None for a Delete). `fs` is where
+    the filesystem is read (fsview; the real one by default)."""
     lower, upper = go_clean(os.fsencode(lower_root)), go_clean(os.fsencode(upper_root))
-    _Walk(lower, upper, handle, profile).run()
+    _Walk(lower, upper, handle, profile, fs).run()

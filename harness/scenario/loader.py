@@ -11,7 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from .model import (DEFAULT_MEDIA_TYPES, ENTRY_TYPES, NODE_TYPES, OPS, Entry, Op, Scenario)
+from .model import (APPLY_CHECKS, DEFAULT_MEDIA_TYPES, ENTRY_TYPES, NODE_TYPES, OPS, ApplyCase,
+                    Entry, Op, Scenario)
 
 
 def _show(b: bytes) -> str:
@@ -71,7 +72,9 @@ class _Checker:
     """Validates one file's data, collecting problems with their lines."""
 
     TOP = {"description", "tags", "references", "lowers", "upper", "upperdir", "compare",
-           "expect", "requires", "name", "version"}
+           "expect", "requires", "name", "version", "apply"}
+    APPLY_KEYS = {"media_type", "blob", "descriptor", "mkfs_options", "tar_index", "check",
+                  "expect", "name"}
 
     def __init__(self, path: str):
         self.path = path
@@ -302,11 +305,12 @@ class _Checker:
         desc = data.get("description")
         if "description" in data and (not isinstance(desc, str) or not desc.strip()):
             self.err(self.line_of(data, "description"), "description must be a non-empty string")
+        apply_cases = self.apply_section(data) if "apply" in data else ()
         return Scenario(name=name, path=self.path, description=str(desc or "").strip(),
                         tags=self.str_list(data, "tags"), references=self.str_list(data, "references"),
                         lowers=tuple(lowers), upper=ops["upper"], upperdir=ops["upperdir"],
                         media_types=media_types, source_date_epoch=epoch, expect_quirks=quirks,
-                        expect_error=error, expect_by_version=by_version,
+                        expect_error=error, expect_by_version=by_version, apply_cases=apply_cases,
                         requires=self.str_list(data, "requires"), raw=data)
 
     def expectation(self, parent, key, top=False):
@@ -340,6 +344,72 @@ class _Checker:
             q, err, _ = self.expectation(versions, rng)
             out.append((str(rng), q, err))
         return quirks, error, tuple(out)
+
+    def apply_section(self, data) -> tuple:
+        section = data["apply"]
+        if not isinstance(section, _Map):
+            self.err(self.line_of(data, "apply"), "apply must be a mapping (see docs/apply.md)")
+            return ()
+        self.keys(section, self.APPLY_KEYS | {"cases"}, set(), "apply")
+        raw_cases = section.get("cases", [section])
+        if not isinstance(raw_cases, list) or not raw_cases:
+            self.err(self.line_of(section, "cases"), "apply.cases must be a non-empty list")
+            return ()
+        cases = []
+        for i, c in enumerate(raw_cases):
+            where = f"apply.cases[{i}]" if "cases" in section else "apply"
+            if not isinstance(c, _Map):
+                self.err(section.line, f"{where} must be a mapping")
+                continue
+            if c is not section:
+                self.keys(c, self.APPLY_KEYS, set(), where)
+            case = self.apply_case(c, section, where, bool(data.get("lowers") or data.get("upper")))
+            if case:
+                cases.append(case)
+        return tuple(cases)
+
+    def apply_case(self, c, section, where, has_state):
+        def get(key, default=None):
+            return c[key] if key in c else section.get(key, default)
+        blob = get("blob")
+        fixture, from_compare = None, False
+        if isinstance(blob, _Map) and set(blob) == {"fixture"} and isinstance(blob["fixture"], str):
+            fixture = blob["fixture"]
+            if not (Path(__file__).resolve().parents[2] / "fixtures" / fixture).is_file():
+                self.err(c.line, f"{where}: fixture {fixture!r} does not exist under fixtures/")
+        elif isinstance(blob, _Map) and blob.get("from_compare") is True and len(blob) == 1:
+            from_compare = True
+            if not has_state:
+                self.err(c.line, f"{where}: blob from_compare needs lowers/upper in the scenario")
+        else:
+            self.err(c.line, f"{where}: blob must be {{fixture: PATH}} or {{from_compare: true}}")
+            return None
+        mt = get("media_type")
+        if mt is None and not from_compare:
+            self.err(c.line, f"{where}: media_type is required for a fixture blob")
+        if mt is not None and not isinstance(mt, str):
+            self.err(c.line, f"{where}: media_type must be a string")
+        opts = get("mkfs_options", [])
+        if not isinstance(opts, list) or not all(isinstance(o, str) for o in opts):
+            self.err(c.line, f"{where}: mkfs_options must be a list of strings")
+            opts = []
+        check = get("check", list(APPLY_CHECKS))
+        if not isinstance(check, list) or not set(check) <= set(APPLY_CHECKS):
+            self.err(c.line, f"{where}: check must be a list of {', '.join(APPLY_CHECKS)}")
+            check = list(APPLY_CHECKS)
+        expect = c.get("expect", _Map())
+        eras = {"all", "seed", "erofs-suffix", "layer-prefix"}
+        if not isinstance(expect, _Map) or not set(expect) <= eras or \
+                not all(isinstance(v, str) for v in expect.values()):
+            self.err(c.line, f"{where}: expect must map eras ({', '.join(sorted(eras))}) to outcomes")
+            expect = {}
+        desc = get("descriptor", _Map())
+        ann = desc.get("annotations", {}) if isinstance(desc, dict) else {}
+        return ApplyCase(media_type=mt, fixture=fixture, from_compare=from_compare,
+                         annotations=tuple((str(k), str(v)) for k, v in ann.items()),
+                         mkfs_options=tuple(opts), tar_index=bool(get("tar_index", False)),
+                         check=tuple(check), expect=tuple(expect.items()),
+                         name=str(c.get("name", "")), line=c.line)
 
     def check_hardlinks(self, layer, i):
         seen = set()

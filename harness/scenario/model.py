@@ -55,6 +55,25 @@ class Op:
     line: int = 0
 
 
+APPLY_CHECKS = ("descriptor", "error", "image")
+
+
+@dataclass(frozen=True)
+class ApplyCase:
+    """One Apply: a blob (a fixture, or this scenario's Compare output) under a media type."""
+
+    media_type: str | None            # None with from_compare: each Compare media type in turn
+    fixture: str | None = None        # path under fixtures/
+    from_compare: bool = False
+    annotations: tuple[tuple[str, str], ...] = ()
+    mkfs_options: tuple[str, ...] = ()
+    tar_index: bool = False
+    check: tuple[str, ...] = APPLY_CHECKS
+    expect: tuple[tuple[str, str], ...] = ()   # (era or "all", outcome)
+    name: str = ""
+    line: int = 0
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -72,7 +91,13 @@ class Scenario:
     # (version range, quirks or None, error or None): later entries override earlier ones
     expect_by_version: tuple = ()
     requires: tuple[str, ...] = ()
+    apply_cases: tuple[ApplyCase, ...] = ()
     raw: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def compares(self) -> bool:
+        """Whether the scenario has a Compare part (an Apply-only file has none)."""
+        return bool(self.lowers or self.upper or self.upperdir) or not self.apply_cases
 
     def expected(self, version: str) -> tuple[tuple[str, ...] | None, str | None]:
         """(expect.quirks, expect.error) for a containerd version, overrides applied."""

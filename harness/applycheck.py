@@ -1,0 +1,131 @@
+"""Apply cases: the same blob applied by containerd's erofs differ (oracle) and by the reference,
+compared on the returned descriptor, the error text and the layer.erofs bytes."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+from .oracle import ContainerdError
+from .reference import apply as ref_apply
+from .reference import mediatypes, profiles
+from .result import Check, Outcome, Status
+from .scenario.model import ApplyCase
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+SUPERBLOCK = 1024
+# Superblock fields that are random when mkfs gets no -U: checksum (+4, 4) and uuid (+48, 16).
+RANDOM_FIELDS = ((SUPERBLOCK + 4, 4), (SUPERBLOCK + 48, 16))
+
+
+def mask(image: bytes) -> bytes:
+    b = bytearray(image)
+    for off, n in RANDOM_FIELDS:
+        b[off:off + n] = bytes(n)
+    return bytes(b)
+
+
+def go_apply(oracle, blob_path: str, descriptor: dict) -> tuple[dict | None, bytes | None, str | None]:
+    """(descriptor, layer.erofs bytes, error) from containerd's erofs differ Apply."""
+    key = f"apply-{uuid.uuid4().hex[:10]}"
+    try:
+        ingested = oracle.ingest(blob_path, descriptor["mediaType"])
+        desc = dict(ingested, **{k: v for k, v in descriptor.items() if k == "annotations"})
+        oracle.prepare(key, "")
+        try:
+            resp = oracle.apply("erofs", desc, key)
+        except ContainerdError as e:
+            return None, None, str(e)
+        image = Path(resp["layer"]).read_bytes() if resp.get("layer") else None
+        return resp["descriptor"], image, None
+    finally:
+        try:
+            oracle.remove(key)
+        except ContainerdError:
+            pass
+
+
+def reference_apply(blob: bytes, descriptor: dict, profile, case: ApplyCase):
+    layer_dir = tempfile.mkdtemp(prefix="ref-apply-")
+    try:
+        out = ref_apply.apply(blob, descriptor, layer_dir, profile, case.mkfs_options)
+        image = None
+        if out.layer_path and os.path.exists(out.layer_path) and out.error is None:
+            image = Path(out.layer_path).read_bytes()
+        return out.descriptor, image, out.error, out
+    finally:
+        shutil.rmtree(layer_dir, ignore_errors=True)
+
+
+def _descriptor(blob: bytes, media_type: str, annotations) -> dict:
+    d = {"mediaType": media_type, "digest": "sha256:" + hashlib.sha256(blob).hexdigest(),
+         "size": len(blob)}
+    if annotations:
+        d["annotations"] = dict(annotations)
+    return d
+
+
+def compare_apply(name, case: ApplyCase, profile, go, ref, explain_images) -> Check:
+    (gd, gimg, gerr), (rd, rimg, rerr, out) = go, ref
+    problems = []
+    era = mediatypes.era_of(profile)
+    expected = dict(case.expect).get(era) or dict(case.expect).get("all")
+    if expected and out.path is not None and out.path.outcome != expected:
+        problems.append(f"route: the scenario expects {expected!r} in era {era}, the reference "
+                        f"takes {out.path.outcome!r}")
+    if "error" in case.check and (gerr or rerr) and gerr != rerr:
+        problems.append(f"error text:\n  go-erofs: {gerr or '(none)'}\n  ref: {rerr or '(none)'}")
+    if "descriptor" in case.check and not (gerr or rerr) and gd != rd:
+        problems.append(f"descriptor:\n  go-erofs: {gd}\n  ref:      {rd}")
+    if "image" in case.check and gimg is not None and rimg is not None:
+        a, b = (gimg, rimg) if profile.has("mkfs-uuid") else (mask(gimg), mask(rimg))
+        if a != b:
+            problems.append("layer.erofs differs:\n" + explain_images(gimg, rimg))
+    elif "image" in case.check and (gimg is None) != (rimg is None) and not (gerr or rerr):
+        problems.append(f"layer.erofs written by {'go-erofs' if gimg is not None else 'ref'} only")
+    return Check(name, Status.FAIL if problems else Status.PASS, "\n".join(problems))
+
+
+def _explain_images(go: bytes, ref: bytes) -> str:
+    try:
+        from .report.explain import explain_erofs
+    except ImportError:
+        return f"{len(go)} vs {len(ref)} bytes"
+    with tempfile.TemporaryDirectory(prefix="erofs-explain-") as d:
+        gp, rp = os.path.join(d, "go.erofs"), os.path.join(d, "ref.erofs")
+        Path(gp).write_bytes(go)
+        Path(rp).write_bytes(ref)
+        return explain_erofs(gp, rp, ("go-erofs", "ref"))
+
+
+def apply_checks(case: ApplyCase, session, st=None, outcomes=()) -> list[Check]:
+    """Checks for one Apply case (several when the blob is each Compare output)."""
+    version = session.options.containerd
+    profile = profiles.containerd_profile(version)
+    if case.tar_index:
+        return [Check(f"apply {case.name or case.media_type} (tar index)", Status.SKIP,
+                      "tar-index mode (enable_tar_index) is not wired into the oracle")]
+    oracle = session.oracle(case.mkfs_options)
+    jobs = []      # (label, blob path, blob bytes, descriptor)
+    if case.from_compare:
+        for o in outcomes:
+            if o.producer == "go-erofs" and o.blob is not None and not o.error:
+                path = os.path.join(session.base, f"blob-{uuid.uuid4().hex[:8]}")
+                Path(path).write_bytes(o.blob)
+                jobs.append((f"apply go-erofs Compare blob {o.media_type}", path, bytes(o.blob),
+                             _descriptor(bytes(o.blob), case.media_type or o.media_type,
+                                         case.annotations)))
+    else:
+        path = str(FIXTURES / case.fixture)
+        blob = Path(path).read_bytes()
+        label = case.name or f"{case.fixture} as {case.media_type!r}"
+        jobs.append((f"apply {label}", path, blob, _descriptor(blob, case.media_type, case.annotations)))
+    checks = []
+    for label, path, blob, desc in jobs:
+        go = go_apply(oracle, path, desc)
+        ref = reference_apply(blob, desc, profile, case)
+        checks.append(compare_apply(label, case, profile, go, ref, _explain_images))
+    return checks
