@@ -68,7 +68,9 @@ class ScenarioFile(pytest.File):
             raise BadScenario(str(e)) from None
         item = ScenarioItem.from_parent(self, name=scenario.name, scenario=scenario)
         for tag in scenario.tags:
-            item.add_marker(tag.replace("-", "_"))
+            mark = tag.replace("-", "_")
+            self.config.addinivalue_line("markers", f"{mark}: scenarios tagged {tag}")
+            item.add_marker(mark)
         yield item
 
     def repr_failure(self, excinfo):

@@ -910,8 +910,9 @@ class VMBackend:
     def _error_result(self, path: str, e: VMError, vm, seconds: float) -> dict:
         name = path
         try:
-            from ..scenario import load
-            name = load(path).name
+            if os.path.isfile(path):   # never open a FIFO or device here
+                from ..scenario import load
+                name = load(path).name
         except Exception:  # noqa: BLE001
             pass
         msg = str(e)

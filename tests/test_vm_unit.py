@@ -1,0 +1,195 @@
+"""Unit tests of the VM tooling that need no VM: pins, vmlinux extraction, module resolution,
+the cpio writer, the qemu command line. Fast; no qemu, no kernel cache, no network."""
+from __future__ import annotations
+
+import io
+import lzma
+import stat
+import struct
+import subprocess
+
+import pytest
+
+from harness.backends import vm as vmb
+
+fk = vmb.fetch_kernel()
+initramfs = vmb._load("initramfs")
+
+
+def test_pins_are_exact():
+    pins = fk.load_pins()
+    assert pins["default"] in pins["kernels"]
+    assert {"6.1", "6.12"} <= set(pins["kernels"])
+    for name, k in pins["kernels"].items():
+        assert k["package"].startswith("linux-image-") and k["package"].endswith("-amd64")
+        assert "cloud" not in k["package"], "cloud kernels have no 9p"
+        assert len(k["sha256"]) == 64
+        assert k["release"] in k["package"]
+    assert pins["kernels"]["6.12"]["suite"] == "bookworm-backports"
+
+
+def test_kernel_names():
+    assert vmb.kernel_names("all") == list(fk.load_pins()["kernels"])
+    assert vmb.kernel_names("6.1,6.12") == ["6.1", "6.12"]
+    assert vmb.kernel_names(None) == [fk.load_pins()["default"]]
+    with pytest.raises(ValueError, match="unknown kernel 5.10"):
+        vmb.kernel_names("5.10")
+
+
+def _fake_elf(size: int = 4096) -> bytes:
+    body = bytearray(size)
+    body[:4] = b"\x7fELF"
+    body[4] = 2
+    struct.pack_into("<Q", body, 0x28, 1024)   # e_shoff
+    struct.pack_into("<H", body, 0x3A, 64)     # e_shentsize
+    struct.pack_into("<H", body, 0x3C, 4)      # e_shnum -> ends at 1280 <= size
+    return bytes(body)
+
+
+def test_extract_vmlinux_xz_after_false_magic():
+    elf = _fake_elf()
+    payload = lzma.compress(elf, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32)
+    bz = b"MZ" + b"\0" * 100 + b"\xfd7zXZ\x00garbage" + b"\0" * 50 + payload + b"\0" * 64
+    out, kind = fk.extract_vmlinux(bz)
+    assert (out, kind) == (elf, "xz")
+
+
+def test_extract_vmlinux_truncated_elf_rejected():
+    elf = _fake_elf()[:1100]  # section headers cut off
+    payload = lzma.compress(elf, format=lzma.FORMAT_XZ)
+    with pytest.raises(fk.FetchError, match="no compressed ELF"):
+        fk.extract_vmlinux(b"MZ" + payload)
+
+
+@pytest.mark.skipif(not __import__("shutil").which("zstd"), reason="zstd not installed")
+def test_extract_vmlinux_zstd():
+    elf = _fake_elf()
+    payload = subprocess.run(["zstd", "-q", "-c"], input=elf, capture_output=True, check=True).stdout
+    out, kind = fk.extract_vmlinux(b"MZ\0\0" + payload + b"trailer")
+    assert (out, kind) == (elf, "zstd")
+
+
+def _ko(depends: str, softdep: str | None = None) -> bytes:
+    info = b"\x00license=GPL\x00"
+    if softdep:
+        info += f"softdep={softdep}\x00".encode()
+    info += f"depends={depends}\x00vermagic=6.1.0 SMP mod_unload\x00".encode()
+    return b"\x7fELF" + b"\x01" * 64 + info + b"\xff" * 16
+
+
+def test_resolve_modules_deps_softdeps_builtins(tmp_path):
+    mods = {"9p": _ko("9pnet,netfs"), "9pnet": _ko(""), "netfs": _ko(""),
+            "libcrc32c": _ko("", "pre: crc32c"), "crc32c_generic": _ko(""),
+            "erofs": _ko("libcrc32c")}
+    index = {}
+    for name, data in mods.items():
+        p = tmp_path / (name + (".ko.xz" if name == "erofs" else ".ko"))
+        p.write_bytes(lzma.compress(data) if name == "erofs" else data)
+        index[name] = p
+    order, skipped, blobs = fk.resolve_modules(["virtio_console", "9p", "erofs"], index,
+                                               {"virtio_console"}, {"crc32c": "crc32c_generic"})
+    assert skipped == ["virtio_console"]
+    assert order.index("9pnet") < order.index("9p") and order.index("netfs") < order.index("9p")
+    assert order.index("crc32c_generic") < order.index("libcrc32c") < order.index("erofs")
+    assert blobs["erofs"] == mods["erofs"]
+    with pytest.raises(fk.FetchError, match="nor built in"):
+        fk.resolve_modules(["nope"], index, set(), {})
+
+
+def _parse_newc(data: bytes) -> list[tuple[str, int, bytes, int, int]]:
+    out, off = [], 0
+    while True:
+        assert data[off:off + 6] == b"070701"
+        f = [int(data[off + 6 + 8 * i: off + 14 + 8 * i], 16) for i in range(13)]
+        namesize, filesize, mode = f[11], f[6], f[1]
+        name = data[off + 110: off + 110 + namesize - 1].decode()
+        off += 110 + namesize
+        off += (4 - off % 4) % 4
+        body = data[off: off + filesize]
+        off += filesize
+        off += (4 - off % 4) % 4
+        if name == "TRAILER!!!":
+            return out
+        out.append((name, mode, body, f[9], f[10]))
+
+
+def test_cpio_writer_roundtrip():
+    buf = io.BytesIO()
+    w = initramfs.CpioWriter(buf)
+    w.dir("bin")
+    w.file("bin/busybox", b"\x7fELF123", 0o755)
+    w.symlink("bin/sh", "busybox")
+    w.chardev("dev/console", 5, 1)
+    w.file("init", b"#!/bin/sh\n", 0o755)
+    w.trailer()
+    data = buf.getvalue()
+    assert len(data) % 512 == 0
+    entries = {e[0]: e for e in _parse_newc(data)}
+    assert entries["bin/busybox"][2] == b"\x7fELF123" and stat.S_IMODE(entries["bin/busybox"][1]) == 0o755
+    assert stat.S_ISLNK(entries["bin/sh"][1]) and entries["bin/sh"][2] == b"busybox"
+    assert stat.S_ISCHR(entries["dev/console"][1]) and entries["dev/console"][3:] == (5, 1)
+    assert stat.S_ISDIR(entries["bin"][1])
+
+
+@pytest.mark.skipif(not __import__("shutil").which("cpio"), reason="cpio not installed")
+def test_cpio_writer_readable_by_gnu_cpio(tmp_path):
+    buf = io.BytesIO()
+    w = initramfs.CpioWriter(buf)
+    w.dir("d")
+    w.file("d/f", b"hello", 0o644)
+    w.trailer()
+    p = subprocess.run(["cpio", "-it", "--quiet"], input=buf.getvalue(), capture_output=True, check=True)
+    assert p.stdout.split() == [b"d", b"d/f"]
+
+
+def test_qemu_command_line(tmp_path, monkeypatch):
+    vm = vmb.VM("6.1", accel="tcg", rw_dirs=[str(tmp_path)])
+    vm.qemu = "qemu-system-x86_64"
+    vm.accel = "tcg"
+    vm.art = fk.KernelArtifacts("6.1", tmp_path, tmp_path / "vmlinux", tmp_path / "modules",
+                                {"release": "6.1.0-56-amd64"})
+    vm.initrd = tmp_path / "initramfs.cpio"
+    cmd = vm.command(str(tmp_path / "a.sock"), tmp_path / "console.log", str(tmp_path / "s.img"))
+    joined = " ".join(cmd)
+    for part in ("-M microvm", "-accel tcg", "-cpu max", "-smp 1", "-m 1G", "-no-reboot",
+                 "-nodefaults", "-nographic", "readonly=on", "mount_tag=hostroot",
+                 f"name={vmb.PORT_NAME}", "virtio-blk-device,drive=scratch"):
+        assert part in joined, part
+    append = cmd[cmd.index("-append") + 1]
+    for part in ("console=ttyS0", "quiet", "panic=-1", "cryptomgr.notests", "mitigations=off",
+                 "layerconf.agent=", "layerconf.scratch=ext4", f"layerconf.rw=rw0:{tmp_path}"):
+        assert part in append, part
+    if vmb._host_khz():
+        assert f"tsc_early_khz={vmb._host_khz()}" in append
+    assert len(append) < 2048  # the x86 kernel command line limit
+
+
+def test_setup_error_is_one_paragraph(monkeypatch):
+    monkeypatch.setenv("LAYERCONF_QEMU", "/nonexistent/qemu")
+    with pytest.raises(vmb.VMError) as ei:
+        vmb.VM("6.1").start()
+    assert ei.value.kind == "setup" and "\n" not in str(ei.value)
+    assert vmb.unavailable_reason("6.1").startswith("qemu-system-x86_64 is not installed")
+
+
+def test_backend_rejects_all():
+    with pytest.raises(ValueError, match="backends_for"):
+        vmb.VMBackend("all")
+    assert [b.kernel for b in vmb.backends_for("all")] == vmb.kernel_names("all")
+
+
+def test_agent_and_probe_are_stdlib_only():
+    """The guest side may import only the standard library (it runs with python -S)."""
+    import ast
+    import sys
+    for f in ("agent.py", "probe.py"):
+        tree = ast.parse((vmb.VM_DIR / f).read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            for n in names:
+                top = n.split(".")[0]
+                assert top in sys.stdlib_module_names or top in ("harness", "probe"), (f, n)

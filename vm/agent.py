@@ -1,0 +1,254 @@
+"""layerconf guest agent: JSON lines over a virtio-serial port. Stdlib only.
+
+Started by vm/init.sh as `chroot /newroot <host python> -S <repo>/vm/agent.py`. It finds the
+port named `layerconf.agent` through /sys/class/virtio-ports/*/name, announces itself with
+{"event": "ready", ...} and then serves one request per line, in order:
+
+  request:  {"id": N, "op": "<op>", "args": {...}}
+  response: {"id": N, "ok": true, "result": ...}  or  {"id": N, "ok": false, "error": "...",
+            "traceback": "..."}
+
+Ops:
+  ping                          -> {"uptime": float}
+  run      cmd (str: /bin/sh -c; list: exec), timeout=None, cwd=None, env=None (added to the
+           agent's), input=None (str)
+                                -> {"rc", "stdout", "stderr", "timed_out", "seconds"}; output is
+           decoded with surrogateescape (encode back the same way for the exact bytes)
+  scenario path, options        -> harness.runner.run_file(path, options), in this process
+  capabilities                  -> harness.runner.probe_capabilities()
+  probe    (kernel probes of vm/probe.py)
+  drop_caches                   -> drop the guest page/dentry caches (host files edited since)
+  modprobe name                 -> load an extra module (e.g. ext4) from the kernel cache
+  shutdown                      -> replies, then the agent exits and init powers off
+
+Lines are whole JSON documents (json.dumps escapes every newline), so any output size is
+framed safely. The python is started with -S (site .pth hooks are slow under TCG); the host's
+site-packages folders come from layerconf.pythonpath= on the kernel command line.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+# glob, subprocess, signal and traceback are imported where used: every module imported at
+# start-up is read cold through 9p under TCG and delays the ready message.
+
+PORT_NAME = "layerconf.agent"
+VM_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(VM_DIR)
+MAX_OUTPUT = 256 << 20
+
+
+def cmdline_arg(key: str, default: str = "") -> str:
+    try:
+        with open("/proc/cmdline") as f:
+            for tok in f.read().split():
+                if tok.startswith(key + "="):
+                    return tok[len(key) + 1:]
+    except OSError:
+        pass
+    return default
+
+
+def setup_path() -> None:
+    """Repo first, then the host python's site dirs (without running their .pth hooks)."""
+    extra = [REPO, VM_DIR]
+    for d in filter(None, cmdline_arg("layerconf.pythonpath").split(":")):
+        extra.append(d)
+        try:  # plain-path lines of .pth files (editable installs); skip `import` lines
+            for pth in sorted(n for n in os.listdir(d) if n.endswith(".pth")):
+                with open(os.path.join(d, pth)) as f:
+                    for line in f:
+                        line = line.strip()
+                        if line and not line.startswith(("#", "import ", "import\t")):
+                            p = os.path.join(d, line)
+                            if os.path.isdir(p):
+                                extra.append(p)
+        except OSError:
+            pass
+    for p in reversed(extra):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+
+
+def find_port(timeout: float = 20.0) -> str:
+    deadline = time.monotonic() + timeout
+    base = "/sys/class/virtio-ports"
+    while True:
+        for port in (os.listdir(base) if os.path.isdir(base) else []):
+            try:
+                with open(os.path.join(base, port, "name")) as f:
+                    if f.read().strip() == PORT_NAME:
+                        return "/dev/" + port
+            except OSError:
+                pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"layerconf agent: no virtio port named {PORT_NAME}")
+        time.sleep(0.01)
+
+
+def uptime() -> float:
+    with open("/proc/uptime") as f:
+        return float(f.read().split()[0])
+
+
+def _dec(b: bytes) -> str:
+    return b.decode("utf-8", "surrogateescape")
+
+
+def op_run(cmd, timeout=None, cwd=None, env=None, input=None):
+    import signal
+    import subprocess
+    t0 = time.monotonic()
+    e = dict(os.environ)
+    e.update(env or {})
+    p = subprocess.Popen(cmd, shell=isinstance(cmd, str), cwd=cwd, env=e,
+                         stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    timed_out = False
+    try:
+        out, err = p.communicate(None if input is None else input.encode("utf-8", "surrogateescape"),
+                                 timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        out, err = p.communicate()
+    trunc = len(out) > MAX_OUTPUT or len(err) > MAX_OUTPUT
+    return {"rc": p.returncode, "stdout": _dec(out[:MAX_OUTPUT]), "stderr": _dec(err[:MAX_OUTPUT]),
+            "timed_out": timed_out, "truncated": trunc, "seconds": time.monotonic() - t0}
+
+
+def op_scenario(path, options=None):
+    from harness import runner
+    return runner.run_file(path, dict(options or {}))
+
+
+def op_capabilities():
+    from harness import runner
+    return runner.probe_capabilities()
+
+
+def op_probe():
+    import probe  # vm/probe.py
+    return probe.probe()
+
+
+def op_drop_caches():
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+    return True
+
+
+def op_modprobe(name):
+    """Load an extra module (kernels.toml extra_modules) and its dependencies from the host's
+    kernel cache (layerconf.modules= on the command line, read through 9p)."""
+    moddir = cmdline_arg("layerconf.modules")
+    if not moddir:
+        raise RuntimeError("no layerconf.modules= on the kernel command line")
+    name = name.replace("-", "_")
+    if os.path.isdir(f"/sys/module/{name}"):
+        return {"loaded": [], "already": True}
+    with open(os.path.join(moddir, "extra")) as f:
+        extra = f.read().split()
+    if name not in extra:
+        raise ValueError(f"module {name} is not in extra_modules of vm/kernels.toml ({' '.join(extra)})")
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    loaded = []
+    for m in extra[:extra.index(name) + 1]:   # dependency order; a prefix holds every dependency
+        if os.path.isdir(f"/sys/module/{m}"):
+            continue
+        fd = os.open(os.path.join(moddir, m + ".ko"), os.O_RDONLY)
+        try:
+            if libc.syscall(313, fd, b"", 0) != 0:   # finit_module
+                e = ctypes.get_errno()
+                if e != 17:  # EEXIST
+                    raise OSError(e, f"finit_module({m}): {os.strerror(e)}")
+        finally:
+            os.close(fd)
+        loaded.append(m)
+    return {"loaded": loaded, "already": False}
+
+
+OPS = {
+    "modprobe": op_modprobe,
+    "ping": lambda: {"uptime": uptime()},
+    "run": op_run,
+    "scenario": op_scenario,
+    "capabilities": op_capabilities,
+    "probe": op_probe,
+    "drop_caches": op_drop_caches,
+}
+
+
+class Channel:
+    def __init__(self, path: str):
+        self.fd = os.open(path, os.O_RDWR)
+
+    def send(self, obj) -> None:
+        data = json.dumps(obj, default=str).encode() + b"\n"
+        view = memoryview(data)
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+
+    def lines(self):
+        chunks = []
+        while True:
+            d = os.read(self.fd, 1 << 20)
+            if not d:            # host side not connected (yet, or any more)
+                time.sleep(0.02)
+                continue
+            if b"\n" not in d:  # only new data is searched: linear in the request size
+                chunks.append(d)
+                continue
+            chunks.append(d)
+            buf = b"".join(chunks)
+            *lines, rest = buf.split(b"\n")
+            chunks = [rest] if rest else []
+            for line in lines:
+                if line.strip():
+                    yield line
+
+
+def main() -> int:
+    setup_path()
+    os.environ.setdefault("TMPDIR", "/run/layerconf/tmp")
+    try:
+        os.chdir(REPO)   # as on the host, where the harness runs from the repo
+    except OSError:
+        pass
+    ch = Channel(find_port())
+    ch.send({"event": "ready", "pid": os.getpid(), "uptime": uptime(), "uname": os.uname().release,
+             "python": sys.version.split()[0], "executable": sys.executable})
+    for line in ch.lines():
+        rid = None
+        try:
+            req = json.loads(line)
+            rid = req.get("id")
+            op = req.get("op")
+            if op == "shutdown":
+                ch.send({"id": rid, "ok": True, "result": True})
+                os.sync()
+                return 0
+            fn = OPS.get(op)
+            if fn is None:
+                raise ValueError(f"unknown op {op!r} (known: {', '.join(sorted(OPS))}, shutdown)")
+            result = fn(**(req.get("args") or {}))
+            ch.send({"id": rid, "ok": True, "result": result})
+        except BaseException as e:  # report, keep serving (even SystemExit from a scenario)
+            import traceback
+            tb = traceback.format_exc()
+            print(f"layerconf agent: request {rid}: {tb}", file=sys.stderr)
+            ch.send({"id": rid, "ok": False, "error": f"{type(e).__name__}: {e}", "traceback": tb})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""Build the guest initramfs: static busybox + the kernel's modules + vm/init.sh as /init.
+
+    python3 vm/initramfs.py [6.1|6.12|all]      # normally done by fetch_kernel.py / the VM
+
+The archive is an uncompressed newc cpio (it boots ~0.2 s faster than gzip under TCG), written
+by this module in pure Python. It is cached next to the kernel as `initramfs-<hash>.cpio`, the
+hash covering busybox, init.sh, the modules and this builder, so editing init.sh rebuilds it.
+When the kernel cache is not writable (a non-root user, cache made by root) the archive goes
+to a per-user folder instead. Stdlib only.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import stat
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+VM_DIR = Path(__file__).resolve().parent
+INIT = VM_DIR / "init.sh"
+BUILDER_VERSION = 2
+
+
+class InitramfsError(RuntimeError):
+    pass
+
+
+class CpioWriter:
+    """Minimal SVR4 'newc' cpio writer (what the kernel's initramfs unpacker reads)."""
+
+    def __init__(self, out: io.BufferedIOBase):
+        self.out = out
+        self.ino = 1000
+
+    def _entry(self, name: str, mode: int, data: bytes = b"", nlink: int = 1, mtime: int = 0) -> None:
+        self.ino += 1
+        nameb = name.encode() + b"\x00"
+        hdr = "070701" + "".join(f"{v:08x}" for v in (
+            self.ino, mode, 0, 0, nlink, mtime, len(data), 0, 0, 0, 0, len(nameb), 0))
+        self.out.write(hdr.encode() + nameb)
+        self.out.write(b"\x00" * ((4 - (110 + len(nameb)) % 4) % 4))
+        self.out.write(data)
+        self.out.write(b"\x00" * ((4 - len(data) % 4) % 4))
+
+    def dir(self, name: str, perm: int = 0o755) -> None:
+        self._entry(name, stat.S_IFDIR | perm, nlink=2)
+
+    def file(self, name: str, data: bytes, perm: int = 0o644) -> None:
+        self._entry(name, stat.S_IFREG | perm, data)
+
+    def symlink(self, name: str, target: str) -> None:
+        self._entry(name, stat.S_IFLNK | 0o777, target.encode())
+
+    def chardev(self, name: str, major: int, minor: int, perm: int = 0o600) -> None:
+        self.ino += 1
+        nameb = name.encode() + b"\x00"
+        hdr = "070701" + "".join(f"{v:08x}" for v in (
+            self.ino, stat.S_IFCHR | perm, 0, 0, 1, 0, 0, 0, 0, major, minor, len(nameb), 0))
+        self.out.write(hdr.encode() + nameb)
+        self.out.write(b"\x00" * ((4 - (110 + len(nameb)) % 4) % 4))
+
+    def trailer(self) -> None:
+        self._entry("TRAILER!!!", 0, nlink=1)
+        pad = (512 - self.out.tell() % 512) % 512 if hasattr(self.out, "tell") else 0
+        self.out.write(b"\x00" * pad)
+
+
+def find_busybox() -> Path:
+    for cand in (os.environ.get("LAYERCONF_VM_BUSYBOX"), "/bin/busybox", "/usr/bin/busybox"):
+        if cand and os.path.isfile(cand):
+            p = Path(cand)
+            head = p.read_bytes()[:4096]
+            if b"\x7fELF" == head[:4] and b"ld-linux" not in p.read_bytes()[:65536]:
+                return p
+    raise InitramfsError("no static busybox found (apt-get install busybox-static)")
+
+
+def busybox_applets(busybox: Path) -> list[str]:
+    p = subprocess.run([str(busybox), "--list"], capture_output=True, text=True, timeout=30)
+    if p.returncode != 0:
+        raise InitramfsError(f"{busybox} --list failed: {p.stderr.strip()}")
+    return sorted(set(p.stdout.split()) - {"busybox"})
+
+
+def _digest(busybox: Path, modules_dir: Path, order: list[str]) -> str:
+    h = hashlib.sha256(f"v{BUILDER_VERSION}\n".encode())
+    h.update(INIT.read_bytes())
+    h.update(hashlib.sha256(busybox.read_bytes()).digest())
+    for m in order:
+        h.update(m.encode() + b"\0")
+        h.update(hashlib.sha256((modules_dir / f"{m}.ko").read_bytes()).digest())
+    return h.hexdigest()[:16]
+
+
+def build(out_path: Path, modules_dir: Path, order: list[str], busybox: Path) -> None:
+    buf = io.BytesIO()
+    w = CpioWriter(buf)
+    for d in ("bin", "sbin", "dev", "proc", "sys", "tmp", "run", "etc", "root", "mnt",
+              "lib", "lib/modules", "usr", "usr/bin", "usr/sbin"):
+        w.dir(d)
+    w.chardev("dev/console", 5, 1)
+    w.chardev("dev/null", 1, 3, 0o666)
+    w.file("bin/busybox", busybox.read_bytes(), 0o755)
+    for a in busybox_applets(busybox):
+        w.symlink(f"bin/{a}", "busybox")
+    for m in order:
+        w.file(f"lib/modules/{m}.ko", (modules_dir / f"{m}.ko").read_bytes())
+    w.file("lib/modules/order", "".join(m + "\n" for m in order).encode())
+    w.file("init", INIT.read_bytes(), 0o755)
+    w.trailer()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=".initramfs-")
+    with os.fdopen(fd, "wb") as f:
+        f.write(buf.getvalue())
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, out_path)
+
+
+def user_dir() -> Path:
+    return Path(tempfile.gettempdir()) / f"layerconf-vm-{os.getuid()}"
+
+
+def ensure_initramfs(art) -> Path:
+    """The initramfs for KernelArtifacts `art` (fetch_kernel.py), built if missing or stale."""
+    busybox = find_busybox()
+    order = [line for line in (art.modules_dir / "order").read_text().split() if line]
+    digest = _digest(busybox, art.modules_dir, order)
+    name = f"initramfs-{digest}.cpio"
+    for d in (art.dir, user_dir() / art.name):
+        if (d / name).is_file():
+            return d / name
+    target = art.dir if os.access(art.dir, os.W_OK) else user_dir() / art.name
+    build(target / name, art.modules_dir, order, busybox)
+    for old in target.glob("initramfs-*.cpio"):  # keep only the current one
+        if old.name != name:
+            try:
+                old.unlink()
+            except OSError:
+                pass
+    return target / name
+
+
+def main(argv: list[str] | None = None) -> int:
+    sys.path.insert(0, str(VM_DIR))
+    import fetch_kernel
+    spec = (argv if argv is not None else sys.argv[1:]) or ["all"]
+    for name in fetch_kernel.kernel_names(spec[0]):
+        art = fetch_kernel.cached(name)
+        if art is None:
+            print(f"{name}: not in the cache; run python3 vm/fetch_kernel.py {name}", file=sys.stderr)
+            return 1
+        print(f"{name}: {ensure_initramfs(art)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
