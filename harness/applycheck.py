@@ -60,6 +60,33 @@ def reference_apply(blob: bytes, descriptor: dict, profile, case: ApplyCase):
         shutil.rmtree(layer_dir, ignore_errors=True)
 
 
+def cross_decode(session, outcomes) -> list[Check]:
+    """containerd's Apply must accept the reference's compressed Compare blobs, and give back
+    the reference's uncompressed digest as the diffID."""
+    oracle = session.oracle(("-T0", "--mkfs-time"))
+    checks = []
+    for o in outcomes:
+        if not o.producer.startswith("ref@containerd") or o.error or o.blob is None \
+                or not o.media_type.endswith(("+gzip", "+zstd")):
+            continue
+        path = os.path.join(session.base, f"refblob-{uuid.uuid4().hex[:8]}")
+        Path(path).write_bytes(o.blob)
+        try:
+            desc, _, err = go_apply(oracle, path, _descriptor(bytes(o.blob), o.media_type, ()))
+        finally:
+            os.unlink(path)
+        want = o.labels.get("containerd.io/uncompressed")
+        name = f"cross-decode {o.media_type}: go-erofs Apply of {o.producer}'s blob"
+        if err:
+            checks.append(Check(name, Status.FAIL, f"containerd refused the reference's blob: {err}"))
+        elif desc.get("digest") != want:
+            checks.append(Check(name, Status.FAIL, f"containerd decoded diffID {desc.get('digest')}, "
+                                f"the reference's tar is {want}"))
+        else:
+            checks.append(Check(name, Status.PASS))
+    return checks
+
+
 def _descriptor(blob: bytes, media_type: str, annotations) -> dict:
     d = {"mediaType": media_type, "digest": "sha256:" + hashlib.sha256(blob).hexdigest(),
          "size": len(blob)}
@@ -101,8 +128,9 @@ def _explain_images(go: bytes, ref: bytes) -> str:
         return explain_erofs(gp, rp, ("go-erofs", "ref"))
 
 
-def apply_checks(case: ApplyCase, session, st=None, outcomes=()) -> list[Check]:
-    """Checks for one Apply case (several when the blob is each Compare output)."""
+def apply_checks(case: ApplyCase, session, st=None, outcomes=(), record=None) -> list[Check]:
+    """Checks for one Apply case (several when the blob is each Compare output). Go's results
+    are appended to `record` as Outcomes (producer go-erofs-apply) for bisect and reports."""
     version = session.options.containerd
     profile = profiles.containerd_profile(version)
     if case.tar_index:
@@ -126,6 +154,9 @@ def apply_checks(case: ApplyCase, session, st=None, outcomes=()) -> list[Check]:
     checks = []
     for label, path, blob, desc in jobs:
         go = go_apply(oracle, path, desc)
+        if record is not None:
+            record.append(Outcome(producer="go-erofs-apply", media_type=label,
+                                  descriptor=go[0], error=go[2]))
         ref = reference_apply(blob, desc, profile, case)
         checks.append(compare_apply(label, case, profile, go, ref, _explain_images))
     return checks

@@ -216,11 +216,15 @@ def go_signature(result) -> dict:
     from .verdict import normalise_error
     sig = {}
     for o in result.outcomes:
-        if o.producer.startswith("go-erofs"):
+        if o.producer.startswith("go-erofs") and o.producer != "go-erofs-apply":
             key = f"{o.producer} {o.media_type}"
             sig[key] = (f"error: {normalise_error(o.error)}" if o.error else
                         "uncompressed " + (o.labels.get("containerd.io/uncompressed")
                                            or (o.descriptor or {}).get("digest", "?")))
+        elif o.producer == "go-erofs-apply":
+            d = o.descriptor or {}
+            sig[o.media_type] = (f"error: {o.error}" if o.error else
+                                            f"{d.get('mediaType')} {d.get('digest')}")
     return sig
 
 

@@ -288,7 +288,6 @@ def _go_outcome(rec: dict, tars: dict, ref: Outcome, mt: str) -> tuple[Outcome, 
 def check_scenario(scenario, golden: dict | None, version: str) -> ScenarioResult:
     """The reference (containerd profile of `version`, and the spec attribution) against a golden
     record, on the recorded state: no oracle, no mounts, no root."""
-    from . import runner
     start = time.monotonic()
     result = ScenarioResult(scenario=scenario.name, path=scenario.path, status=Status.PASS)
     if golden is None:

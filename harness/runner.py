@@ -15,7 +15,7 @@ import traceback
 from dataclasses import dataclass
 
 from . import capabilities, spool, state
-from .applycheck import apply_checks
+from .applycheck import apply_checks, cross_decode
 from .oracle import ContainerdError, Oracle, OracleError, default_version, ensure_built
 from .reference import compare as ref_compare
 from .reference import compression, profiles
@@ -107,12 +107,14 @@ def run_scenario(scenario: Scenario, session: Session) -> ScenarioResult:
         if scenario.compares:
             with state.build(scenario, oracle, session.base) as st:
                 _compare_all(scenario, session, oracle, st, result)
+                result.checks += cross_decode(session, result.outcomes)
                 for case in scenario.apply_cases:
                     if case.from_compare:
-                        result.checks += apply_checks(case, session, st, result.outcomes)
+                        result.checks += apply_checks(case, session, st, list(result.outcomes),
+                                                      record=result.outcomes)
         for case in scenario.apply_cases:
             if not case.from_compare:
-                result.checks += apply_checks(case, session)
+                result.checks += apply_checks(case, session, record=result.outcomes)
     except (OracleError, state.StateError, capabilities.CapabilityError) as e:
         result.status, result.message = Status.ERROR, str(e)
     except ContainerdError as e:

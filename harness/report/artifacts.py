@@ -39,14 +39,17 @@ def _safe(s: str) -> str:
 
 
 def result_dict(r: ScenarioResult) -> dict:
-    """JSON-safe, the same shape as runner.result_to_dict (bytes replaced by sha256/size)."""
-    d = dataclasses.asdict(r)
+    """JSON-safe: bytes (or mmaps of large layers) become sha256 + size."""
+    blobs = [(o.blob, o.tar) for o in r.outcomes]
+    light = dataclasses.replace(r, outcomes=[dataclasses.replace(o, blob=None, tar=None)
+                                              for o in r.outcomes])
+    d = dataclasses.asdict(light)
     d["status"] = r.status.value
     for c in d["checks"]:
         c["status"] = getattr(c["status"], "value", c["status"])
-    for o in d["outcomes"]:
-        for key in ("blob", "tar"):
-            b = o.pop(key)
+    for o, (blob, tar) in zip(d["outcomes"], blobs):
+        for key, b in (("blob", blob), ("tar", tar)):
+            o.pop(key)
             o[key + "_sha256"] = None if b is None else hashlib.sha256(b).hexdigest()
             o[key + "_size"] = None if b is None else len(b)
     return d
