@@ -71,16 +71,7 @@ def cmd_run(args) -> int:
         finally:
             backend.close()
     terminal.print_table(results)
-    env = next((r.environment for r in results if r.environment), {})
-    if args.junit:
-        from .report.junit import write_junit
-        write_junit(results, args.junit, properties=_props(env), suite_name="layerconf")
-    if args.markdown:
-        from .report.markdown import write_markdown
-        write_markdown(results, args.markdown, _props(env))
-    if any(r.status in (Status.FAIL, Status.XPASS) for r in results):
-        return 1
-    return 2 if any(r.status == Status.ERROR for r in results) else 0
+    return _report(results, args)
 
 
 def cmd_run_golden(args, files) -> int:
@@ -102,16 +93,7 @@ def cmd_run_golden(args, files) -> int:
         print(f"\n{len(unchecked)} scenario(s) not checked offline:")
         for r in unchecked:
             print(f"  {r.scenario}: {r.message}")
-    env = next((r.environment for r in results if r.environment), {})
-    if args.junit:
-        from .report.junit import write_junit
-        write_junit(results, args.junit, properties=_props(env), suite_name="layerconf")
-    if args.markdown:
-        from .report.markdown import write_markdown
-        write_markdown(results, args.markdown, _props(env))
-    if any(r.status in (Status.FAIL, Status.XPASS) for r in results):
-        return 1
-    return 2 if any(r.status == Status.ERROR for r in results) else 0
+    return _report(results, args)
 
 
 def cmd_golden_record(args) -> int:
@@ -157,6 +139,20 @@ def cmd_golden_record(args) -> int:
                   flush=True)
     print(f"{recorded} recorded, {skipped} skipped, {errors} error(s)")
     return 2 if errors else 0
+
+
+def _report(results, args) -> int:
+    """Write the requested JUnit/Markdown files; the exit code for the run."""
+    env = next((r.environment for r in results if r.environment), {})
+    if args.junit:
+        from .report.junit import write_junit
+        write_junit(results, args.junit, properties=_props(env), suite_name="layerconf")
+    if args.markdown:
+        from .report.markdown import write_markdown
+        write_markdown(results, args.markdown, _props(env))
+    if any(r.status in (Status.FAIL, Status.XPASS) for r in results):
+        return 1
+    return 2 if any(r.status == Status.ERROR for r in results) else 0
 
 
 def _props(env: dict) -> dict:

@@ -19,7 +19,6 @@ import shlex
 import stat as st_
 import sys
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -312,12 +311,11 @@ def check_scenario(scenario, golden: dict | None, version: str) -> ScenarioResul
     try:
         _check_all(scenario, golden, version, result)
     except Exception as e:   # an engine bug: still a result
-        result.status = Status.ERROR
-        result.message = f"internal error: {type(e).__name__}: {e}\n{traceback.format_exc(limit=6)}"
+        from . import runner
+        runner.internal_error(result, e)
     else:
-        result.status = ScenarioResult.worst(c.status for c in result.checks)
-        result.message = next((c.explanation.splitlines()[0] for c in result.checks
-                               if c.status == result.status and c.explanation), "")
+        from . import runner
+        runner.conclude(result)
     result.duration = time.monotonic() - start
     return result
 

@@ -121,16 +121,25 @@ def run_scenario(scenario: Scenario, session: Session) -> ScenarioResult:
         result.status = Status.ERROR
         result.message = f"containerd failed while building the scenario's state: {e}"
     except Exception as e:  # an engine bug: still a result, never a crash of the whole run
-        result.status = Status.ERROR
-        result.message = f"internal error: {type(e).__name__}: {e}\n{traceback.format_exc(limit=6)}"
+        internal_error(result, e)
     else:
-        result.status = ScenarioResult.worst(c.status for c in result.checks)
-        result.message = next((c.explanation.splitlines()[0] for c in result.checks
-                               if c.status == result.status and c.explanation), "")
+        conclude(result)
     result.duration = time.monotonic() - start
     if session.options.keep and (result.status.failed or session.options.keep_all):
         result.artifacts = _keep(result, session.options.keep)
     return result
+
+
+def internal_error(result: ScenarioResult, e: Exception):
+    result.status = Status.ERROR
+    result.message = f"internal error: {type(e).__name__}: {e}\n{traceback.format_exc(limit=6)}"
+
+
+def conclude(result: ScenarioResult):
+    """The scenario's status is its worst check; its message that check's first line."""
+    result.status = ScenarioResult.worst(c.status for c in result.checks)
+    result.message = next((c.explanation.splitlines()[0] for c in result.checks
+                           if c.status == result.status and c.explanation), "")
 
 
 def _compare_all(scenario, session, oracle, st, result):
