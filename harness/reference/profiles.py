@@ -290,6 +290,25 @@ def _cell(s: str) -> str:
     return s.replace("|", "\\|")
 
 
+def scenarios_by_quirk() -> dict[str, list[str]]:
+    """quirk name -> scenario names whose expectations name it (scenarios/ of this repo)."""
+    import yaml
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2] / "scenarios"
+    out: dict[str, list[str]] = {}
+    for f in sorted(root.rglob("*.yaml")):
+        try:
+            expect = (yaml.safe_load(f.read_text()) or {}).get("expect") or {}
+        except (yaml.YAMLError, AttributeError):
+            continue
+        names = set(expect.get("quirks") or [])
+        for sub in (expect.get("versions") or {}).values():
+            names |= set((sub or {}).get("quirks") or [])
+        for q in names:
+            out.setdefault(q, []).append(str(f.relative_to(root).with_suffix("")))
+    return out
+
+
 def markdown() -> str:
     """docs/quirks.md, generated from the registry."""
     out = [
@@ -325,6 +344,13 @@ def markdown() -> str:
         for r in switches:
             out.append(f"| `{r['name']}` | {r['id']} | {r['scope']} | `{r['versions']}` | "
                        f"{_cell(r['description'])} | {_cell(r['reference'])} |")
+    shown = scenarios_by_quirk()
+    out += ["", "## Scenarios that show each quirk", "",
+            "From the scenarios' `expect.quirks` (and `expect.versions`); each is checked on every run.",
+            ""]
+    for q in QUIRKS:
+        if q.kind == "quirk" and shown.get(q.name):
+            out.append(f"- `{q.name}`: " + ", ".join(f"`{n}`" for n in shown[q.name]))
     out += ["", "## Considered and not registered", ""]
     for sid, what, why in NOT_QUIRKS:
         out.append(f"- **{sid}** — {what} {why}")
