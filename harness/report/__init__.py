@@ -61,6 +61,8 @@ def short_media_type(mt: str) -> str:
 def media_types(result: ScenarioResult) -> list[str]:
     seen: list[str] = []
     for o in result.outcomes:
+        if o.producer.endswith("-apply"):     # labelled by case, not by a Compare media type
+            continue
         s = short_media_type(o.media_type)
         if s not in seen:
             seen.append(s)
