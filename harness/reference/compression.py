@@ -65,9 +65,10 @@ def compress(data: bytes, media_type: str) -> bytes:
 
 def detect(blob: bytes) -> str:
     """containerd's DetectCompression."""
-    if blob.startswith(GZIP_MAGIC):
+    head = bytes(blob[:8])                  # blob may be an mmap, which has no startswith
+    if head.startswith(GZIP_MAGIC):
         return GZIP
-    if blob.startswith(ZSTD_MAGIC):
+    if head.startswith(ZSTD_MAGIC):
         return ZSTD
     if len(blob) >= 8:
         (magic,) = struct.unpack_from("<I", blob)
