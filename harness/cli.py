@@ -393,6 +393,11 @@ def main(argv=None) -> int:
     except OracleError as e:
         print(f"layerconf: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"layerconf: {e.strerror or e}{where}; check that the folder exists and that this "
+              "user may write there (e.g. --keep DIR)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("layerconf: interrupted; everything started was cleaned up", file=sys.stderr)
         return 130
