@@ -27,7 +27,9 @@ from .walk import (DELETE, MODIFY, UNMODIFIED, ChangeKind, GoError, go_base, go_
 WHITEOUT_PREFIX = b".wh."
 PAX_SCHILY_XATTR = "SCHILY.xattr."
 CAPABILITY = "security.capability"
-COPY_BUFFER = 32 * 1024            # containerd's bufPool buffer
+# containerd copies through a 32 KiB buffer; the bytes written do not depend on the read size,
+# so the reference reads 1 MiB at a time (fewer Python round trips).
+COPY_BUFFER = 1 << 20
 _NO_XATTR = (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP)
 _S_IFBLK_OR_CHR = st_.S_IFBLK | st_.S_IFCHR    # containerd tests (mode & S_IFBLK) || (mode & S_IFCHR)
 
@@ -189,7 +191,7 @@ class ChangeWriter:
         return records
 
     def _copy_content(self, source: bytes, size: int) -> None:
-        """os.Open + copyBuffered (32 KiB reads) into the tar writer."""
+        """os.Open + copyBuffered into the tar writer (grown file: write too long; shrunk: short write)."""
         try:
             f = self.fs.open(source)
         except OSError as e:

@@ -520,7 +520,7 @@ class TarWriter:
             raise self._err
         n = min(len(data), self._remaining)
         if n:
-            self._w(bytes(data[:n]))
+            self._w(data if n == len(data) and isinstance(data, bytes) else bytes(data[:n]))
             self._remaining -= n
         if n < len(data):
             raise TarError(ERR_WRITE_TOO_LONG)
