@@ -402,7 +402,9 @@ def test_every_dialect_applies_or_fails_cleanly(tmp_path, file, media_type):
 
 
 def test_manifest_matches_the_files():
-    assert MANIFEST["slots"]["go-differ"]["status"] == "pending"
+    # the Go differ's own Compare output is recorded from the oracle, not a pending slot
+    assert "slots" not in MANIFEST
+    assert MANIFEST["fixtures"]["go-differ"]["tool_version"].startswith("containerd v")
     assert len(MANIFEST["fixtures"]) >= 20
     for name, fx in MANIFEST["fixtures"].items():
         assert set(fx["files"]) == {"none", "gzip", "zstd"}, name
