@@ -14,7 +14,7 @@ import time
 import traceback
 from dataclasses import dataclass
 
-from . import capabilities, spool, state
+from . import capabilities, roundtrip, spool, state
 from .applycheck import apply_checks, cross_decode
 from .oracle import ContainerdError, Oracle, OracleError, default_version, ensure_built
 from .reference import compare as ref_compare
@@ -33,6 +33,7 @@ class RunOptions:
     keep: str | None = None              # keep artifacts of failing scenarios here
     keep_all: bool = False               # keep artifacts of every scenario
     walking: bool = True                 # the three-way view
+    round_trip: bool = True              # Apply containerd's Compare blob and mount it
     build: bool = True                   # build the oracle if missing
 
     def __post_init__(self):
@@ -106,7 +107,10 @@ def run_scenario(scenario: Scenario, session: Session) -> ScenarioResult:
         result.environment = dict(session.environment)
         if scenario.compares:
             with state.build(scenario, oracle, session.base) as st:
+                before = roundtrip.capture_upper(oracle, st) if session.options.round_trip else None
                 _compare_all(scenario, session, oracle, st, result)
+                if before is not None:
+                    result.checks.append(_round_trip(scenario, session, oracle, st, result, before))
                 result.checks += cross_decode(session, result.outcomes)
                 for case in scenario.apply_cases:
                     if case.from_compare:
@@ -163,6 +167,14 @@ def _compare_all(scenario, session, oracle, st, result):
         result.checks.append(attribute_spec(
             scenario, go, cd_profile, lambda prof: reference_compare(st, tar_mt, prof, epoch),
             st.lower_root))
+
+
+def _round_trip(scenario, session, oracle, st, result, before) -> Check:
+    tar_mt = OCI_TAR if OCI_TAR in scenario.media_types else scenario.media_types[0]
+    go = next((o for o in result.outcomes if o.producer == "go-erofs" and o.media_type == tar_mt),
+              None)
+    profile = profiles.containerd_profile(session.options.containerd)
+    return roundtrip.round_trip(oracle, st, go, *before, profile)
 
 
 def go_compare(oracle, differ, st, media_type, epoch) -> Outcome:

@@ -31,6 +31,7 @@ class State:
     upper_dir: str        # the overlay upper directory <snapshot>/fs
     workdir: str
     lower_mounts: list    # the snapshotter's mounts for the lower view, as containerd returns them
+    lower_layers: tuple = ()   # committed lower snapshots, bottom first
 
 
 def mounts_under(prefix: str) -> list[str]:
@@ -95,7 +96,8 @@ def build(scenario: Scenario, oracle: Oracle, base: str):
         lower_root = os.path.join(workdir, "lower")
         with mounted(oracle, lower_key, lower_root):
             yield State(lower_key=lower_key, upper_key=upper_key, lower_root=lower_root,
-                        upper_dir=upper_dir, workdir=workdir, lower_mounts=lower_mounts)
+                        upper_dir=upper_dir, workdir=workdir, lower_mounts=lower_mounts,
+                        lower_layers=tuple(f"{sid}-l{i}" for i in range(len(scenario.lowers))))
     except fsops.OpError as e:
         raise StateError(f"{scenario.path}: {e}") from None
     finally:

@@ -41,7 +41,7 @@ def test_registry_well_formed():
     for q in QUIRKS:
         assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", q.name), q.name
         assert re.fullmatch(r"B\d+", q.spec_id) or (q.kind == "switch" and not q.spec_id)
-        assert q.scope in ("compare", "mounts", "apply", "engine") and q.kind in ("quirk", "switch")
+        assert q.scope in ("compare", "mounts", "apply", "roundtrip", "engine") and q.kind in ("quirk", "switch")
         assert q.description and q.reference and "\n" not in q.description
         version_predicate(q.versions)
     ids = [q.spec_id for q in QUIRKS if q.spec_id]

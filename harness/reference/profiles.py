@@ -9,6 +9,9 @@ it applies to, and a scope:
 - ``compare``: the reference Compare (walk.py, changes.py, compare.py) has a switch for it and
   reads ``profile.has(name)``; nothing there branches on version strings.
 - ``apply``: read by the reference Apply (apply.py / mediatypes.py).
+- ``mounts``: the shape of the mounts containerd hands to Compare (the runner checks it).
+- ``roundtrip``: seen only when the applied layer is mounted (harness/roundtrip.py explains a
+  round-trip difference with it).
 - ``engine``: documented only; the reference never produces that state (a panic, block mode,
   overlay features the harness does not mount with).
 
@@ -87,7 +90,7 @@ class Quirk:
     description: str           # one line: what containerd does, then what `spec` does instead
     reference: str             # spec section and upstream issue/PR
     versions: str = ">=2.1.0"  # containerd versions it applies to (see version_predicate)
-    scope: str = "compare"     # compare | mounts (mount shapes) | apply | engine (see module docstring)
+    scope: str = "compare"     # compare | mounts | apply | roundtrip | engine (module docstring)
     kind: str = "quirk"        # quirk (a departure from the spec) | switch (a version era)
 
     def applies(self, version: Version) -> bool:
@@ -156,6 +159,14 @@ QUIRKS: tuple[Quirk, ...] = (
           "For the plain tar media type the containerd.io/uncompressed label is set to \"\" and "
           "so never stored; spec: it is the blob's own digest, as for compressed blobs.",
           "spec §1.1 step 14, §7 B8"),
+    # -- Apply, seen once the layer is mounted (harness/roundtrip.py) ---------------------------
+    Quirk("applied-root-dir-defaults", "B21",
+          "Compare never writes a root entry, so the applied image's root directory is "
+          "mkfs.erofs's own: mode 0777, uid/gid 0, mtime the build time (0 under -T0); a "
+          "read-only view whose top layer is that image shows / world-writable; spec: a layer "
+          "that says nothing about / leaves the root of the layers below as it is.",
+          "found by layerconf; erofs-utils lib/inode.c (root i_mode S_IFDIR|0777), "
+          "plugins/diff/erofs Apply", scope="roundtrip"),
     # -- Engine-level (documented; the reference never reaches these states) -------------------
     Quirk("empty-mounts-panic", "B9",
           "MountsToLayer indexes mounts[0] without a length check: an empty upper panics.",

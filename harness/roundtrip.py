@@ -1,0 +1,211 @@
+"""The round trip of a Compare scenario through the kernel: containerd's Compare blob, applied by
+containerd's erofs Apply, mounted with the kernel's erofs over the lower layers' own layer.erofs
+files and stacked with overlayfs, must show the tree the scenario's merged upper showed before
+Compare.
+
+A difference is explained by a named quirk (the layer lost something containerd drops) or by a
+limit of the layer format itself; anything else fails, by path and attribute.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import uuid
+
+from .oracle import ContainerdError
+from .reference import profiles
+from .result import Check, Status
+from .treeview import Difference, capture, diff
+
+NAME = "round trip: Compare → Apply → erofs + overlay mount"
+MOUNT_TIMEOUT = 60
+
+
+class MountError(Exception):
+    """mount(8) failed or hung: an engine problem, reported as the check's error."""
+
+
+# -- what explains a difference (pure) ----------------------------------------------------------
+
+def _under_opaque(path: bytes, opaque: frozenset) -> bool:
+    return any(path.startswith(d + b"/") for d in opaque if d != b"/") or \
+        (b"/" in opaque and path != b"/")
+
+
+def _node(ctx, path: bytes, kind: str, rdev=None) -> bool:
+    n = ctx["before"].get(path)
+    return n is not None and n.type == kind and (rdev is None or n.rdev == rdev)
+
+
+def _xattr_name(d: Difference) -> str | None:
+    return d.attribute[len("xattr "):] if d.attribute.startswith("xattr ") else None
+
+
+# quirk -> does it explain this difference? (context: opaque dirs of the upper)
+QUIRK_RULES = {
+    # Only security.capability goes into the tar: any other xattr is lost on the way.
+    "only-capability-xattr": lambda d, ctx: _xattr_name(d) not in (None, "security.capability")
+    and d.after is None,
+    # A sub-directory of an opaque dir left out as "identical to the lower": the opaque
+    # marker hides the lower copy, so after Apply it is gone.
+    "opaque-identical-subdir-skipped": lambda d, ctx: d.attribute == "presence"
+    and d.after is None and _under_opaque(d.path, ctx["opaque"]),
+}
+
+# Differences the intended behaviour has too: what an OCI layer tar cannot carry.
+LIMITS = {
+    "whiteout-device": ("a 0:0 character device is overlayfs' whiteout: the applied image keeps "
+                        "it as one (mkfs.erofs --aufs) and the overlay mount hides it",
+                        lambda d, ctx: d.attribute == "presence" and d.after is None
+                        and _node(ctx, d.path, "char", (0, 0))),
+    "socket": ("sockets are not carried by layer tars (OCI layer.md lists no socket type)",
+               lambda d, ctx: d.attribute == "presence" and d.after is None
+               and _node(ctx, d.path, "socket")),
+}
+
+
+def carried(d: Difference) -> bool:
+    """Whether a layer can carry this attribute at all. The root directory has no entry in a
+    layer tar (containerd's Compare never writes one), so its own attributes come from the
+    snapshot it is applied to, never from the layer: they are not compared. (What a read-only
+    view of an applied erofs layer shows there is the quirk applied-root-dir-defaults.)"""
+    return d.path != b"/"
+
+
+def explain(differences, profile, before, opaque) -> tuple[dict, dict, list]:
+    """(quirk -> differences, limit -> differences, unexplained) for the profile's quirks."""
+    ctx = {"before": before, "opaque": frozenset(opaque)}
+    by_quirk: dict[str, list] = {}
+    by_limit: dict[str, list] = {}
+    unexplained = []
+    for d in filter(carried, differences):
+        limit = next((n for n, (_, rule) in LIMITS.items() if rule(d, ctx)), None)
+        quirk = next((q for q, rule in QUIRK_RULES.items() if profile.has(q) and rule(d, ctx)), None)
+        if limit:
+            by_limit.setdefault(limit, []).append(d)
+        elif quirk:
+            by_quirk.setdefault(quirk, []).append(d)
+        else:
+            unexplained.append(d)
+    return by_quirk, by_limit, unexplained
+
+
+def verdict(differences, profile, before, opaque, max_lines: int = 30) -> Check:
+    by_quirk, by_limit, unexplained = explain(differences, profile, before, opaque)
+    lines = []
+    if unexplained:
+        lines.append(f"{len(unexplained)} difference(s) between the merged upper before Compare "
+                     "and the mount of the applied layer (no quirk explains them):")
+        lines += ["  " + d.render() for d in unexplained[:max_lines]]
+        if len(unexplained) > max_lines:
+            lines.append(f"  … and {len(unexplained) - max_lines} more")
+    for q, ds in sorted(by_quirk.items()):
+        info = profiles.QUIRKS_BY_NAME[q]
+        lines.append(f"{q} ({info.spec_id}): {info.description} ({info.reference})")
+        lines += ["  " + d.render() for d in ds[:max_lines]]
+    for name, ds in sorted(by_limit.items()):
+        lines.append(f"expected by the layer format: {LIMITS[name][0]}")
+        lines += ["  " + d.render() for d in ds[:max_lines]]
+    text = "\n".join(lines)
+    if unexplained:
+        return Check(NAME, Status.FAIL, text, sorted(by_quirk))
+    if by_quirk:
+        return Check(NAME, Status.XFAIL, "known divergence from the spec:\n" + text, sorted(by_quirk))
+    return Check(NAME, Status.PASS, text)
+
+
+# -- mounts (I/O) ------------------------------------------------------------------------------
+
+def _run_mount(argv):
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=MOUNT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise MountError(f"{' '.join(argv)} did not return within {MOUNT_TIMEOUT} s") from None
+    except FileNotFoundError:
+        raise MountError("mount(8) is not installed (apt-get install mount)") from None
+    if p.returncode != 0:
+        raise MountError(f"{' '.join(argv)} failed: {(p.stderr or p.stdout).strip()}")
+
+
+@contextlib.contextmanager
+def _mounted(argv, target: str):
+    os.makedirs(target, exist_ok=True)
+    _run_mount(argv + [target])
+    try:
+        yield target
+    finally:
+        subprocess.run(["umount", target], capture_output=True, timeout=MOUNT_TIMEOUT)
+
+
+@contextlib.contextmanager
+def merged_layers(images: list[str], workdir: str):
+    """The erofs images (top first) mounted read-only by the kernel and stacked with overlayfs.
+    An empty directory at the bottom lets a single image be an overlay too, so its whiteouts
+    are read as whiteouts."""
+    with contextlib.ExitStack() as stack:
+        dirs = []
+        for i, image in enumerate(images):
+            dirs.append(stack.enter_context(_mounted(
+                ["mount", "-t", "erofs", "-o", "ro,loop", image], os.path.join(workdir, f"e{i}"))))
+        empty = os.path.join(workdir, "empty")
+        os.makedirs(empty, exist_ok=True)
+        lowerdir = ":".join(dirs + [empty])
+        yield stack.enter_context(_mounted(
+            ["mount", "-t", "overlay", "overlay", "-o", f"ro,lowerdir={lowerdir}"],
+            os.path.join(workdir, "merged")))
+
+
+def opaque_dirs(upper_dir: str) -> set[bytes]:
+    """Directories of the overlay upper that hide what is below them."""
+    root = os.fsencode(upper_dir)
+    out = set()
+    for dirpath, _, _ in os.walk(root):
+        for name in (b"trusted.overlay.opaque", b"user.overlay.opaque"):
+            try:
+                if os.getxattr(dirpath, name, follow_symlinks=False) == b"y":
+                    out.add(dirpath[len(root):] or b"/")
+            except OSError:
+                pass
+    return out
+
+
+def capture_upper(oracle, st) -> tuple[dict, set]:
+    """The scenario's merged upper as the kernel shows it, and its opaque directories."""
+    target = os.path.join(st.workdir, f"rt-before-{uuid.uuid4().hex[:6]}")
+    os.makedirs(target)
+    oracle.mount(st.upper_key, target)
+    try:
+        return capture(target), opaque_dirs(st.upper_dir)
+    finally:
+        oracle.unmount(target)
+
+
+def round_trip(oracle, st, go_outcome, before, opaque, profile) -> Check:
+    """Apply containerd's Compare blob with containerd's erofs Apply and compare the mount."""
+    if go_outcome is None or go_outcome.error or go_outcome.blob is None:
+        why = go_outcome.error.splitlines()[0] if go_outcome and go_outcome.error else "no blob"
+        return Check(NAME, Status.SKIP, f"containerd's Compare gave no layer to apply ({why})")
+    work = os.path.join(st.workdir, f"rt-{uuid.uuid4().hex[:6]}")
+    os.makedirs(work)
+    key = f"rt-{uuid.uuid4().hex[:10]}"
+    try:
+        # Compare left the blob in containerd's content store: Apply reads it from there.
+        oracle.prepare(key, "")
+        try:
+            layer = oracle.apply("erofs", go_outcome.descriptor, key).get("layer")
+        except ContainerdError as e:
+            return Check(NAME, Status.FAIL, f"containerd's Apply refused containerd's own Compare "
+                         f"blob ({go_outcome.media_type}): {e}")
+        if not layer:
+            return Check(NAME, Status.FAIL, "containerd's Apply wrote no layer.erofs")
+        lowers = [os.path.join(oracle.snapshot_dir(k), "layer.erofs") for k in st.lower_layers]
+        try:
+            with merged_layers([layer] + lowers[::-1], work) as merged:
+                after = capture(merged)
+        except MountError as e:
+            return Check(NAME, Status.ERROR, f"mounting the applied layer failed: {e}")
+        return verdict(diff(before, after), profile, before, opaque)
+    finally:
+        with contextlib.suppress(ContainerdError):
+            oracle.remove(key)
