@@ -27,6 +27,8 @@ KNOWN = {
     "overlay-userxattr": "overlayfs accepts the userxattr mount option",
     "mkfs-erofs-tar": "mkfs.erofs supports --tar=",
     "large-scratch": "at least 48 GiB free for temporary files (layers of several GiB)",
+    "tmpfs-scratch": "temporary files (so the overlay upper) are on tmpfs (directory sizes count entries)",
+    "ext4-scratch": "temporary files (so the overlay upper) are on ext4 (a small directory is 4096 bytes)",
 }
 
 
@@ -92,6 +94,22 @@ def _try_overlay_userxattr(d: str) -> bool:
 
 
 @functools.lru_cache(maxsize=1)
+def scratch_fstype(path: str | None = None) -> str:
+    """The filesystem type holding `path` (the temp dir by default), from mountinfo."""
+    path = os.path.realpath(path or tempfile.gettempdir())
+    best, fstype = "", ""
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                mp = left.split()[4].encode().decode("unicode_escape")
+                if (path == mp or path.startswith(mp.rstrip("/") + "/")) and len(mp) >= len(best):
+                    best, fstype = mp, right.split()[0]
+    except OSError:
+        pass
+    return fstype
+
+
 def probe() -> dict:
     fs = _filesystems()
     caps = {"kernel": platform.release(), "root": os.geteuid() == 0,
@@ -104,6 +122,8 @@ def probe() -> dict:
         helptext = ""
     caps["mkfs-erofs-tar"] = "--tar=" in helptext
     caps["large-scratch"] = shutil.disk_usage(tempfile.gettempdir()).free >= 48 << 30
+    fstype = scratch_fstype()
+    caps["tmpfs-scratch"], caps["ext4-scratch"] = fstype == "tmpfs", fstype == "ext4"
     probes = {"trusted-xattr": _try_trusted_xattr, "mknod": _try_mknod}
     if caps["root"]:
         if caps["erofs"]:
