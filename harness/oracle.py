@@ -76,13 +76,14 @@ def ensure_built(version: str) -> Path:
 class Oracle:
     """One long-lived `layerconf-oracle serve` process. Use as a context manager."""
 
-    def __init__(self, version: str, root: str, *, mkfs_options=(), timeout: float = 300,
-                 log_path: str | None = None, binary: str | None = None):
+    def __init__(self, version: str, root: str, *, mkfs_options=(), tar_index: bool = False,
+                 timeout: float = 300, log_path: str | None = None, binary: str | None = None):
         self.version = version
         self.root = root
         self.timeout = timeout
         self.binary = binary or str(binary_path(version))
         self.mkfs_options = list(mkfs_options)
+        self.tar_index = tar_index
         self.log_path = log_path or os.path.join(root, "oracle.log")
         self.proc: subprocess.Popen | None = None
         self._buf = b""
@@ -98,6 +99,8 @@ class Oracle:
         argv = [self.binary, "serve", "--root", self.root]
         for opt in self.mkfs_options:
             argv += ["--mkfs-option", opt]
+        if self.tar_index:
+            argv.append("--tar-index")
         self._log = open(self.log_path, "ab")
         # In-process gzip decoding, as the reference models it (not igzip/unpigz from PATH).
         env = dict(os.environ, CONTAINERD_DISABLE_IGZIP="1", CONTAINERD_DISABLE_PIGZ="1")

@@ -55,14 +55,15 @@ class Session:
             self._tmp = tempfile.mkdtemp(prefix="layerconf-", dir=self.options.workdir)
         return self._tmp
 
-    def oracle(self, mkfs_options=()) -> Oracle:
-        """The oracle for a set of erofs differ mkfs options (one process each, started once)."""
-        key = tuple(mkfs_options)
+    def oracle(self, mkfs_options=(), tar_index: bool = False) -> Oracle:
+        """The oracle for an erofs differ configuration (one process each, started once)."""
+        key = (tuple(mkfs_options), tar_index)
         if key not in self._oracles:
             if self.options.build and not self._oracles:
                 ensure_built(self.options.containerd)
             root = os.path.join(self.base, f"root{len(self._oracles)}")
-            oracle = Oracle(self.options.containerd, root, mkfs_options=key).start()
+            oracle = Oracle(self.options.containerd, root, mkfs_options=key[0],
+                            tar_index=tar_index).start()
             self._oracles[key] = oracle
             if not self.environment:
                 info = oracle.version_info()

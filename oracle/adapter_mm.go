@@ -25,13 +25,17 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// newErofsDiffer builds the differ as plugins/diff/erofs/plugin does with mkfs_options set.
-func newErofsDiffer(cs content.Store, mkfsOpts []string) differ {
+// newErofsDiffer builds the differ as plugins/diff/erofs/plugin does with mkfs_options and
+// enable_tar_index set.
+func newErofsDiffer(cs content.Store, mkfsOpts []string, tarIndex bool) (differ, error) {
 	var opts []erofsdiffer.DifferOpt
 	if len(mkfsOpts) > 0 {
 		opts = append(opts, erofsdiffer.WithMkfsOptions(mkfsOpts))
 	}
-	return erofsdiffer.NewErofsDiffer(cs, opts...)
+	if tarIndex {
+		opts = append(opts, erofsdiffer.WithTarIndexMode())
+	}
+	return erofsdiffer.NewErofsDiffer(cs, opts...), nil
 }
 
 // managedMounter wraps a core/mount/manager set up as plugins/mount does.

@@ -18,8 +18,9 @@ import (
 
 const adapterName = "v2.1"
 
-func newErofsDiffer(cs content.Store, mkfsOpts []string) differ {
-	return erofsdiffer.NewErofsDiffer(cs, mkfsOpts)
+// v2.1 has no enable_tar_index: the plugin config ignores the key, and so does this.
+func newErofsDiffer(cs content.Store, mkfsOpts []string, _ bool) (differ, error) {
+	return erofsdiffer.NewErofsDiffer(cs, mkfsOpts), nil
 }
 
 func platformSnapshotterOpts() []erofssnapshotter.Opt { return nil }

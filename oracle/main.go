@@ -30,7 +30,7 @@ func (l *stringList) String() string     { return strings.Join(*l, " ") }
 func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: layerconf-oracle serve --root DIR [--mkfs-option OPT ...] [--ovl-option OPT ...] [--log-level LEVEL]")
+	fmt.Fprintln(os.Stderr, "usage: layerconf-oracle serve --root DIR [--mkfs-option OPT ...] [--ovl-option OPT ...] [--tar-index] [--log-level LEVEL]")
 }
 
 func main() {
@@ -43,6 +43,7 @@ func main() {
 	logLevel := fl.String("log-level", "info", "containerd log level (logs go to stderr)")
 	var mkfsOpts, ovlOpts stringList
 	fl.Var(&mkfsOpts, "mkfs-option", "extra mkfs.erofs argument for the erofs differ (repeatable; one argv element each)")
+	tarIndex := fl.Bool("tar-index", false, "the erofs differ in tar-index mode (enable_tar_index, v2.2.0+)")
 	fl.Var(&ovlOpts, "ovl-option", "extra overlayfs mount option for the erofs snapshotter (repeatable)")
 	if err := fl.Parse(os.Args[2:]); err != nil || *root == "" || fl.NArg() != 0 {
 		usage()
@@ -59,7 +60,7 @@ func main() {
 		os.Exit(2)
 	}
 
-	srv, err := newServer(*root, mkfsOpts, ovlOpts)
+	srv, err := newServer(*root, mkfsOpts, ovlOpts, *tarIndex)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "layerconf-oracle: setup:", err)
 		os.Exit(1)

@@ -63,7 +63,7 @@ type mountRecord struct {
 	activation string // mount manager activation name; "" if none was made
 }
 
-func newServer(root string, mkfsOpts, ovlOpts []string) (_ *server, err error) {
+func newServer(root string, mkfsOpts, ovlOpts []string, tarIndex bool) (_ *server, err error) {
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, err
 	}
@@ -116,7 +116,9 @@ func newServer(root string, mkfsOpts, ovlOpts []string) (_ *server, err error) {
 	}
 
 	// Differs, as plugins/diff/erofs/plugin and plugins/diff/walking/plugin build them.
-	s.erofs = newErofsDiffer(s.cs, mkfsOpts)
+	if s.erofs, err = newErofsDiffer(s.cs, mkfsOpts, tarIndex); err != nil {
+		return nil, err
+	}
 	s.walking = walking.NewWalkingDiff(s.cs)
 	s.applier = s.mounter.fsApplier(s.cs)
 	return s, nil
