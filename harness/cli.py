@@ -383,8 +383,24 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def terminate_as_interrupt() -> None:
+    """SIGTERM/SIGHUP (`timeout`, a CI runner, a closed terminal) unwind like Ctrl-C, so every
+    mount, loop device, temp dir and VM is released by the code that made it."""
+    import signal
+    import threading
+
+    def raise_interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(sig) in (signal.SIG_DFL, None):
+                signal.signal(sig, raise_interrupt)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    terminate_as_interrupt()
     try:
         return args.fn(args)
     except (UsageError, ScenarioError) as e:

@@ -45,6 +45,8 @@ class _Backend:
 
 
 def pytest_configure(config):
+    from .cli import terminate_as_interrupt
+    terminate_as_interrupt()
     config._layerconf = _Backend(config)
 
 

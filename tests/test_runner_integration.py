@@ -84,3 +84,26 @@ def test_killed_oracle_is_an_error_not_a_failure(tmp_path):
         assert r.status == Status.ERROR
         assert "Go oracle" in r.message and "oracle.log" in r.message
         assert not [m for m in open("/proc/self/mountinfo") if s.base in m]
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_signal_mid_run_releases_every_mount_and_temp_dir(tmp_path, sig):
+    """`timeout`, a CI runner or Ctrl-C stop a host run: exit 130, nothing left behind."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    p = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--backend", "host",
+                          str(REPO / "scenarios")], cwd=REPO, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(str(tmp_path) in m for m in open("/proc/self/mountinfo")):
+        time.sleep(0.05)
+    assert any(str(tmp_path) in m for m in open("/proc/self/mountinfo")), "no mount seen"
+    p.send_signal(getattr(signal, sig))
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert b"interrupted" in err
+    assert not [m for m in open("/proc/self/mountinfo") if str(tmp_path) in m]
+    assert not [x for x in tmp_path.iterdir() if x.name.startswith("layerconf-")]
