@@ -48,9 +48,9 @@ QUIRK_RULES = {
     "only-capability-xattr": lambda d, ctx: _xattr_name(d) not in (None, "security.capability")
     and d.after is None,
     # A sub-directory of an opaque dir left out as "identical to the lower": the opaque
-    # marker hides the lower copy, so after Apply it is gone.
+    # marker hides the lower copy, so after Apply it is gone (a lost file is no B6).
     "opaque-identical-subdir-skipped": lambda d, ctx: d.attribute == "presence"
-    and d.after is None and _under_opaque(d.path, ctx["opaque"]),
+    and d.after is None and _node(ctx, d.path, "dir") and _under_opaque(d.path, ctx["opaque"]),
 }
 
 # Differences the intended behaviour has too: what an OCI layer tar cannot carry.

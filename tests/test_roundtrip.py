@@ -124,6 +124,10 @@ def test_b6_needs_an_opaque_ancestor():
     ds = diff(before, after)
     assert roundtrip.verdict(ds, CD, before, {b"/d"}).quirks == ["opaque-identical-subdir-skipped"]
     assert roundtrip.verdict(ds, CD, before, set()).status == Status.FAIL
+    # A lost file under an opaque directory is no skipped sub-directory.
+    before = {**ROOT, b"/d": node("dir"), b"/d/f": node()}
+    ds = diff(before, {**ROOT, b"/d": node("dir")})
+    assert roundtrip.verdict(ds, CD, before, {b"/d"}).status == Status.FAIL
 
 
 def test_format_limits_pass_with_a_note_and_the_root_is_not_compared():
