@@ -67,3 +67,15 @@ def test_multi_member_gzip():
 def test_unknown_media_type():
     with pytest.raises(ValueError):
         c.compress(b"", "application/vnd.docker.image.rootfs.diff.tar.gzip")
+
+
+@pytest.mark.parametrize("kind", ["tar", "gzip", "zstd"])
+def test_decompress_to_writes_bounded_chunks(kind):
+    """Zeros inflate ~1000:1, and a plain 8 GiB tar is one mmap: no write may hold more than
+    one chunk, so a spool spills to disk instead of growing in memory."""
+    raw = bytes(40 << 20) + b"end"
+    blob = {"tar": raw, "gzip": gzip.compress(raw), "zstd": zstandard.ZstdCompressor().compress(raw)}[kind]
+    writes = []
+    c.decompress_to(blob, writes.append, chunk=1 << 20)
+    assert b"".join(writes) == raw
+    assert max(map(len, writes)) <= 1 << 20

@@ -78,12 +78,16 @@ def detect(blob: bytes) -> str:
 
 
 def decompress_to(blob, write, chunk: int = 1 << 20) -> None:
-    """decompress(), streamed into write() in chunks (for layers too large for memory)."""
+    """decompress(), streamed into write() in chunks of at most `chunk` bytes (for layers too
+    large for memory: deflate can inflate 1 MiB into 1 GiB, so the output is bounded too)."""
     kind = detect(blob)
     if kind == GZIP:
         d = zlib.decompressobj(wbits=31)
         for i in range(0, len(blob), chunk):
-            write(d.decompress(blob[i:i + chunk]))
+            data = blob[i:i + chunk]
+            while data:
+                write(d.decompress(data, chunk))
+                data = d.unconsumed_tail
         write(d.flush())
         if not d.eof:
             raise ValueError("gzip: unexpected end of stream")
@@ -94,7 +98,8 @@ def decompress_to(blob, write, chunk: int = 1 << 20) -> None:
             while data := reader.read(chunk):
                 write(data)
         return
-    write(blob)
+    for i in range(0, len(blob), chunk):
+        write(blob[i:i + chunk])
 
 
 def decompress(blob: bytes) -> bytes:
