@@ -28,9 +28,8 @@ class MountError(Exception):
 
 # -- what explains a difference (pure) ----------------------------------------------------------
 
-def _under_opaque(path: bytes, opaque: frozenset) -> bool:
-    return any(path.startswith(d + b"/") for d in opaque if d != b"/") or \
-        (b"/" in opaque and path != b"/")
+def _under(path: bytes, dirs) -> bool:
+    return any(path.startswith(d.rstrip(b"/") + b"/") and path != d for d in dirs)
 
 
 def _node(ctx, path: bytes, kind: str, rdev=None) -> bool:
@@ -50,7 +49,7 @@ QUIRK_RULES = {
     # A sub-directory of an opaque dir left out as "identical to the lower": the opaque
     # marker hides the lower copy, so after Apply it is gone (a lost file is no B6).
     "opaque-identical-subdir-skipped": lambda d, ctx: d.attribute == "presence"
-    and d.after is None and _node(ctx, d.path, "dir") and _under_opaque(d.path, ctx["opaque"]),
+    and d.after is None and _node(ctx, d.path, "dir") and _under(d.path, ctx["opaque"]),
 }
 
 # Differences the intended behaviour has too: what an OCI layer tar cannot carry.
@@ -62,6 +61,15 @@ LIMITS = {
     "socket": ("sockets are not carried by layer tars (OCI layer.md lists no socket type)",
                lambda d, ctx: d.attribute == "presence" and d.after is None
                and _node(ctx, d.path, "socket")),
+    "overlay-xattr": ("overlayfs' own *.overlay.* xattrs are its metadata, never layer xattrs",
+                      lambda d, ctx: (_xattr_name(d) or "").startswith(("user.overlay.",
+                                                                        "trusted.overlay."))
+                      and d.after is None),
+    "user-opaque-marker": ("Compare reads a user.overlay.opaque marker as a userxattr overlay "
+                           "mount would; the snapshotter's trusted-mode mount ignored it, so what "
+                           "it hides showed only before",
+                           lambda d, ctx: d.attribute == "presence" and d.after is None
+                           and _under(d.path, ctx["user_opaque"])),
 }
 
 
@@ -74,8 +82,11 @@ def carried(d: Difference) -> bool:
 
 
 def explain(differences, profile, before, opaque) -> tuple[dict, dict, list]:
-    """(quirk -> differences, limit -> differences, unexplained) for the profile's quirks."""
-    ctx = {"before": before, "opaque": frozenset(opaque)}
+    """(quirk -> differences, limit -> differences, unexplained) for the profile's quirks.
+    `opaque` maps the upper's opaque directories to the xattr namespace that marks them."""
+    opaque = opaque if isinstance(opaque, dict) else dict.fromkeys(opaque, "trusted")
+    ctx = {"before": before, "opaque": frozenset(opaque),
+           "user_opaque": frozenset(p for p, ns in opaque.items() if ns == "user")}
     by_quirk: dict[str, list] = {}
     by_limit: dict[str, list] = {}
     unexplained = []
@@ -105,7 +116,7 @@ def verdict(differences, profile, before, opaque, max_lines: int = 30) -> Check:
         lines.append(f"{q} ({info.spec_id}): {info.description} ({info.reference})")
         lines += ["  " + d.render() for d in ds[:max_lines]]
     for name, ds in sorted(by_limit.items()):
-        lines.append(f"expected by the layer format: {LIMITS[name][0]}")
+        lines.append(f"expected, as under the spec: {LIMITS[name][0]}")
         lines += ["  " + d.render() for d in ds[:max_lines]]
     text = "\n".join(lines)
     if unexplained:
@@ -156,21 +167,22 @@ def merged_layers(images: list[str], workdir: str):
             os.path.join(workdir, "merged")))
 
 
-def opaque_dirs(upper_dir: str) -> set[bytes]:
-    """Directories of the overlay upper that hide what is below them."""
+def opaque_dirs(upper_dir: str) -> dict[bytes, str]:
+    """Directories of the overlay upper marked opaque -> "trusted" or "user" (the marker's
+    namespace; trusted wins when both are set)."""
     root = os.fsencode(upper_dir)
-    out = set()
+    out = {}
     for dirpath, _, _ in os.walk(root):
-        for name in (b"trusted.overlay.opaque", b"user.overlay.opaque"):
+        for ns in ("user", "trusted"):
             try:
-                if os.getxattr(dirpath, name, follow_symlinks=False) == b"y":
-                    out.add(dirpath[len(root):] or b"/")
+                if os.getxattr(dirpath, f"{ns}.overlay.opaque", follow_symlinks=False) == b"y":
+                    out[dirpath[len(root):] or b"/"] = ns
             except OSError:
                 pass
     return out
 
 
-def capture_upper(oracle, st) -> tuple[dict, set]:
+def capture_upper(oracle, st) -> tuple[dict, dict]:
     """The scenario's merged upper as the kernel shows it, and its opaque directories."""
     target = os.path.join(st.workdir, f"rt-before-{uuid.uuid4().hex[:6]}")
     os.makedirs(target)
