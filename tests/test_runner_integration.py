@@ -94,16 +94,22 @@ def test_signal_mid_run_releases_every_mount_and_temp_dir(tmp_path, sig):
     import sys
     import time
     env = dict(os.environ, TMPDIR=str(tmp_path))
+
+    def as_from_a_shell():
+        # The test runner's own signal state (an inherited mask or SIG_IGN) is not layerconf's.
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
     p = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--backend", "host",
-                          str(REPO / "scenarios")], cwd=REPO, env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                          str(REPO / "scenarios/basic")], cwd=REPO, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=as_from_a_shell)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not any(str(tmp_path) in m for m in open("/proc/self/mountinfo")):
         time.sleep(0.05)
     assert any(str(tmp_path) in m for m in open("/proc/self/mountinfo")), "no mount seen"
     p.send_signal(getattr(signal, sig))
-    _, err = p.communicate(timeout=120)
-    assert p.returncode == 130, err
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, (out[-2000:], err)
     assert b"interrupted" in err
     assert not [m for m in open("/proc/self/mountinfo") if str(tmp_path) in m]
     assert not [x for x in tmp_path.iterdir() if x.name.startswith("layerconf-")]
