@@ -4,11 +4,13 @@ An expectation may depend on a capability, never on a kernel version string.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import tempfile
 
@@ -68,6 +70,17 @@ def _umount(target: str):
     ctypes.CDLL(None, use_errno=True).umount2(target.encode(), 2)  # MNT_DETACH
 
 
+@contextlib.contextmanager
+def _signals_deferred():
+    """Ctrl-C/SIGTERM wait until the probe's mount is undone (they arrive right after)."""
+    sigs = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def _try_file_backed_erofs(d: str) -> bool:
     mkfs = shutil.which("mkfs.erofs")
     if not mkfs:
@@ -77,20 +90,20 @@ def _try_file_backed_erofs(d: str) -> bool:
     os.mkdir(mp)
     if subprocess.run([mkfs, "--quiet", img, src], capture_output=True, timeout=60).returncode:
         return False
-    if _mount(img, mp, "erofs", 1, "") != 0:   # MS_RDONLY, a plain file as the source
-        return False
-    _umount(mp)
-    return True
+    with _signals_deferred():
+        ok = _mount(img, mp, "erofs", 1, "") == 0   # MS_RDONLY, a plain file as the source
+        _umount(mp)
+    return ok
 
 
 def _try_overlay_userxattr(d: str) -> bool:
     for sub in ("lo", "up", "wk", "mp"):
         os.mkdir(os.path.join(d, sub))
     opts = f"lowerdir={d}/lo,upperdir={d}/up,workdir={d}/wk,userxattr"
-    if _mount("overlay", f"{d}/mp", "overlay", 0, opts) != 0:
-        return False
-    _umount(f"{d}/mp")
-    return True
+    with _signals_deferred():
+        ok = _mount("overlay", f"{d}/mp", "overlay", 0, opts) == 0
+        _umount(f"{d}/mp")
+    return ok
 
 
 @functools.lru_cache(maxsize=1)
