@@ -103,10 +103,11 @@ def test_signal_mid_run_releases_every_mount_and_temp_dir(tmp_path, sig):
     p = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--backend", "host",
                           str(REPO / "scenarios/basic")], cwd=REPO, env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=as_from_a_shell)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not any(str(tmp_path) in m for m in open("/proc/self/mountinfo")):
-        time.sleep(0.05)
-    assert any(str(tmp_path) in m for m in open("/proc/self/mountinfo")), "no mount seen"
+    deadline, seen = time.monotonic() + 60, False
+    while not seen and time.monotonic() < deadline and p.poll() is None:
+        seen = any(str(tmp_path) in m for m in open("/proc/self/mountinfo"))
+        time.sleep(0.01)
+    assert seen, "no mount seen before the run ended"
     p.send_signal(getattr(signal, sig))
     out, err = p.communicate(timeout=120)
     assert p.returncode == 130, (out[-2000:], err)
