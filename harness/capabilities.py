@@ -106,7 +106,6 @@ def _try_overlay_userxattr(d: str) -> bool:
     return ok
 
 
-@functools.lru_cache(maxsize=1)
 def scratch_fstype(path: str | None = None) -> str:
     """The filesystem type holding `path` (the temp dir by default), from mountinfo."""
     path = os.path.realpath(path or tempfile.gettempdir())
@@ -123,6 +122,7 @@ def scratch_fstype(path: str | None = None) -> str:
     return fstype
 
 
+@functools.lru_cache(maxsize=1)
 def probe() -> dict:
     fs = _filesystems()
     caps = {"kernel": platform.release(), "root": os.geteuid() == 0,
