@@ -18,6 +18,8 @@ from .scenario.model import ApplyCase
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 LAYER_PATH = re.compile(r"\S*/layer\.erofs")
+
+
 def go_apply(oracle, blob_path: str, descriptor: dict) -> tuple[dict | None, bytes | None, str | None]:
     """(descriptor, layer.erofs bytes, error) from containerd's erofs differ Apply."""
     key = f"apply-{uuid.uuid4().hex[:10]}"

@@ -13,6 +13,7 @@ import os
 import subprocess
 import uuid
 
+from . import state
 from .oracle import ContainerdError
 from .reference import profiles
 from .result import Check, Status
@@ -84,7 +85,6 @@ def carried(d: Difference) -> bool:
 def explain(differences, profile, before, opaque) -> tuple[dict, dict, list]:
     """(quirk -> differences, limit -> differences, unexplained) for the profile's quirks.
     `opaque` maps the upper's opaque directories to the xattr namespace that marks them."""
-    opaque = opaque if isinstance(opaque, dict) else dict.fromkeys(opaque, "trusted")
     ctx = {"before": before, "opaque": frozenset(opaque),
            "user_opaque": frozenset(p for p, ns in opaque.items() if ns == "user")}
     by_quirk: dict[str, list] = {}
@@ -185,12 +185,8 @@ def opaque_dirs(upper_dir: str) -> dict[bytes, str]:
 def capture_upper(oracle, st) -> tuple[dict, dict]:
     """The scenario's merged upper as the kernel shows it, and its opaque directories."""
     target = os.path.join(st.workdir, f"rt-before-{uuid.uuid4().hex[:6]}")
-    os.makedirs(target)
-    oracle.mount(st.upper_key, target)
-    try:
+    with state.mounted(oracle, st.upper_key, target):
         return capture(target), opaque_dirs(st.upper_dir)
-    finally:
-        oracle.unmount(target)
 
 
 def round_trip(oracle, st, go_outcome, before, opaque, profile) -> Check:

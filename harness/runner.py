@@ -155,7 +155,7 @@ def _compare_all(scenario, session, oracle, st, result):
         ref = reference_compare(st, mt, cd_profile, scenario.source_date_epoch)
         result.outcomes += [go, ref]
         result.checks.append(check_pair(go, ref, scenario.expected(version)[1], st.lower_root))
-    tar_mt = OCI_TAR if OCI_TAR in scenario.media_types else scenario.media_types[0]
+    tar_mt = _tar_media_type(scenario)
     go = next(o for o in result.outcomes if o.producer == "go-erofs" and o.media_type == tar_mt)
     ref = next(o for o in result.outcomes if o.producer != "go-erofs" and o.media_type == tar_mt)
     if session.options.walking:
@@ -170,8 +170,13 @@ def _compare_all(scenario, session, oracle, st, result):
             st.lower_root))
 
 
+def _tar_media_type(scenario) -> str:
+    """The media type whose Go output the spec attribution and the round trip look at."""
+    return OCI_TAR if OCI_TAR in scenario.media_types else scenario.media_types[0]
+
+
 def _round_trip(scenario, session, oracle, st, result, before) -> Check:
-    tar_mt = OCI_TAR if OCI_TAR in scenario.media_types else scenario.media_types[0]
+    tar_mt = _tar_media_type(scenario)
     go = next((o for o in result.outcomes if o.producer == "go-erofs" and o.media_type == tar_mt),
               None)
     profile = profiles.containerd_profile(session.options.containerd)
