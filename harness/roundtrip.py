@@ -213,7 +213,7 @@ def round_trip(oracle, st, go_outcome, before, opaque, profile) -> Check:
                 after = capture(merged)
         except MountError as e:
             return Check(NAME, Status.ERROR, f"mounting the applied layer failed: {e}")
-        return verdict(diff(before, after), profile, before, opaque)
+        return verdict(diff(before, after, mtime_precision_ns=10**9), profile, before, opaque)
     finally:
         with contextlib.suppress(ContainerdError):
             oracle.remove(key)

@@ -21,7 +21,7 @@ class Node:
     mode: int                      # permission bits incl. setuid/setgid/sticky
     uid: int
     gid: int
-    mtime: int                     # whole seconds: containerd's layer tar floors mtimes
+    mtime_ns: int                  # nanoseconds; diff() compares at the precision it is given
     size: int | None = None        # regular files
     digest: str | None = None      # sha256 of a regular file's content
     target: bytes | None = None    # symlink target
@@ -57,6 +57,8 @@ def _fmt(attribute: str, v) -> str:
         return "absent"
     if attribute == "mode":
         return f"{v:04o}"
+    if attribute == "mtime" and isinstance(v, int):
+        return format_ns(v)
     if isinstance(v, bytes):
         return repr(v)[1:]
     if isinstance(v, tuple) and attribute == "hardlinks":
@@ -64,6 +66,13 @@ def _fmt(attribute: str, v) -> str:
     if isinstance(v, tuple) and attribute == "rdev":
         return f"{v[0]}:{v[1]}"
     return str(v)
+
+
+def format_ns(ns: int) -> str:
+    """Seconds since the epoch with the nanoseconds only where there are any: 1700000000,
+    1700000000.000000005."""
+    sec, frac = divmod(ns, 10**9)
+    return f"{sec}" if not frac else f"{sec}.{frac:09d}"
 
 
 def _type(mode: int) -> str:
@@ -104,7 +113,7 @@ def capture(root: bytes | str) -> dict[bytes, Node]:
         kind = _type(s.st_mode)
         tree[rel] = Node(
             type=kind, mode=st_.S_IMODE(s.st_mode), uid=s.st_uid, gid=s.st_gid,
-            mtime=s.st_mtime_ns // 10**9,
+            mtime_ns=s.st_mtime_ns,
             size=s.st_size if kind == "file" else None,
             digest=_digest(path) if kind == "file" else None,
             target=os.readlink(path) if kind == "symlink" else None,
@@ -128,12 +137,18 @@ def hardlink_groups(tree: dict[bytes, Node]) -> dict[bytes, tuple]:
             for paths in by_inode.values() for p in paths}
 
 
-ATTRIBUTES = ("mode", "uid", "gid", "mtime", "size", "digest", "target", "rdev")
+ATTRIBUTES = ("mode", "uid", "gid", "mtime_ns", "size", "digest", "target", "rdev")
 
 
-def diff(before: dict[bytes, Node], after: dict[bytes, Node]) -> list[Difference]:
+ATTRIBUTE_NAMES = {"digest": "content", "mtime_ns": "mtime"}
+
+
+def diff(before: dict[bytes, Node], after: dict[bytes, Node],
+         mtime_precision_ns: int = 1) -> list[Difference]:
     """What differs, by path then attribute. A missing or extra directory is one difference
-    (with the count of entries below it), not one per entry."""
+    (with the count of entries below it), not one per entry. mtimes are floored to
+    `mtime_precision_ns` first (10**9 where one side went through whole-second tar headers);
+    a difference is reported as attribute "mtime" in nanoseconds."""
     out: list[Difference] = []
     for side, mine, other in (("before", before, after), ("after", after, before)):
         for p in sorted(set(mine) - set(other)):
@@ -151,8 +166,11 @@ def diff(before: dict[bytes, Node], after: dict[bytes, Node]) -> list[Difference
             continue
         for attr in ATTRIBUTES:
             vb, va = getattr(b, attr), getattr(a, attr)
+            if attr == "mtime_ns":
+                vb, va = (vb // mtime_precision_ns * mtime_precision_ns,
+                          va // mtime_precision_ns * mtime_precision_ns)
             if vb != va:
-                out.append(Difference(p, "content" if attr == "digest" else attr, vb, va))
+                out.append(Difference(p, ATTRIBUTE_NAMES.get(attr, attr), vb, va))
         xb, xa = dict(b.xattrs), dict(a.xattrs)
         for name in sorted(set(xb) | set(xa)):
             if xb.get(name) != xa.get(name):
