@@ -51,26 +51,31 @@ def cmd_run(args) -> int:
         raise UsageError("no scenario matched")
     if getattr(args, "oracle", "live") == "golden":
         return cmd_run_golden(args, files)
-    options = runner.RunOptions(containerd=args.containerd, keep=args.keep, keep_all=args.keep_all,
-                                timeout=args.timeout)
+    from . import erofs_utils
     kernels = ["6.1", "6.12"] if args.kernel == "all" else [args.kernel]
+    mkfs_versions = erofs_utils.versions() if args.mkfs == "all" else [args.mkfs]
     results = []
-    for kernel in (kernels if args.backend == "vm" else [None]):
-        try:
-            backend = open_backend(args.backend, kernel=kernel or "6.12", options=options)
-        except BackendError as e:
-            raise UsageError(str(e)) from None
-        try:
-            for f in files:
-                d = backend.run_file(str(f))
-                r = runner.result_from_dict(d)
-                if kernel and len(kernels) > 1:
-                    r.scenario = f"{r.scenario}[{kernel}]"
-                results.append(r)
-                if not args.quiet:
-                    print(f"{r.status.value.upper():6} {r.scenario}", flush=True)
-        finally:
-            backend.close()
+    for mkfs in mkfs_versions:
+        options = runner.RunOptions(containerd=args.containerd, keep=args.keep,
+                                    keep_all=args.keep_all, timeout=args.timeout, mkfs=mkfs)
+        for kernel in (kernels if args.backend == "vm" else [None]):
+            try:
+                backend = open_backend(args.backend, kernel=kernel or "6.12", options=options)
+            except BackendError as e:
+                raise UsageError(str(e)) from None
+            try:
+                for f in files:
+                    d = backend.run_file(str(f))
+                    r = runner.result_from_dict(d)
+                    axes = [a for a, many in ((kernel, len(kernels) > 1),
+                                              (f"mkfs {mkfs}", len(mkfs_versions) > 1)) if a and many]
+                    if axes:
+                        r.scenario = f"{r.scenario}[{', '.join(axes)}]"
+                    results.append(r)
+                    if not args.quiet:
+                        print(f"{r.status.value.upper():6} {r.scenario}", flush=True)
+            finally:
+                backend.close()
     terminal.print_table(results)
     return _report(results, args)
 
@@ -175,16 +180,19 @@ def _versions(selected) -> list[str]:
 
 
 def cmd_matrix(args) -> int:
-    """Every scenario x every listed containerd version, in host mode."""
-    from . import runner
+    """Every scenario x every listed containerd version (x erofs-utils version), in host mode."""
+    from . import erofs_utils, runner
     from .report.junit import write_junit
     files = _scenario_files(args.paths, args.tag, args.k)
-    versions = _versions(args.containerd)
+    mkfs_all = erofs_utils.versions() if args.mkfs == "all" else [args.mkfs]
+    cells = [(v, m) for v in _versions(args.containerd) for m in mkfs_all]
+    label = {c: c[0] + (f"+mkfs{c[1]}" if len(mkfs_all) > 1 else "") for c in cells}
     table: dict[str, dict[str, Status]] = {}
     failed = False
-    for v in versions:
+    for cell in cells:
+        v, mkfs = cell
         results = []
-        with runner.Session(runner.RunOptions(containerd=v)) as session:
+        with runner.Session(runner.RunOptions(containerd=v, mkfs=mkfs)) as session:
             for f in files:
                 try:
                     r = runner.run_scenario(load(f), session)
@@ -192,19 +200,22 @@ def cmd_matrix(args) -> int:
                     r = runner.ScenarioResult(scenario=str(f), path=str(f), status=Status.ERROR,
                                               message=str(e))
                 results.append(r)
-                table.setdefault(r.scenario, {})[v] = r.status
+                table.setdefault(r.scenario, {})[label[cell]] = r.status
         counts = {c: sum(1 for r in results if CELL[r.status] == c) for c in dict.fromkeys(CELL.values())}
-        print(f"containerd {v}: " + ", ".join(f"{n} {c}" for c, n in counts.items()), flush=True)
+        print(f"containerd {v}{' mkfs.erofs ' + mkfs if mkfs else ''}: "
+              + ", ".join(f"{n} {c}" for c, n in counts.items()), flush=True)
         failed |= any(r.status.failed for r in results)
         if args.junit_dir:
             os.makedirs(args.junit_dir, exist_ok=True)
-            write_junit(results, os.path.join(args.junit_dir, f"containerd-{v}.xml"),
+            write_junit(results, os.path.join(args.junit_dir, f"containerd-{label[cell]}.xml"),
                         properties=_props(results[0].environment if results else {}),
-                        suite_name=f"layerconf containerd {v}")
+                        suite_name=f"layerconf containerd {label[cell]}")
+    cols = [label[c] for c in cells]
     width = max([len("SCENARIO")] + [len(n) for n in table])
-    print(f"{'SCENARIO':<{width}}  " + "  ".join(f"{v:<11}" for v in versions))
-    for name, cells in table.items():
-        print(f"{name:<{width}}  " + "  ".join(f"{CELL[cells[v]]:<11}" for v in versions))
+    cw = max([11] + [len(c) for c in cols])
+    print(f"{'SCENARIO':<{width}}  " + "  ".join(f"{c:<{cw}}" for c in cols))
+    for name, row in table.items():
+        print(f"{name:<{width}}  " + "  ".join(f"{CELL[row[c]]:<{cw}}" for c in cols))
     return 1 if failed else 0
 
 
@@ -397,6 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=_seconds, default=300.0,
                    help="deadline in seconds of each external call (oracle request, mkfs.erofs, "
                         "mount; default 300); a scenario's `timeout:` key overrides it")
+    p.add_argument("--mkfs", default="", metavar="VERSION|all",
+                   help="erofs-utils version to run (pinned in erofs-utils/versions.txt; "
+                        "default: the system's mkfs.erofs); all: each pinned version in turn")
     p.add_argument("--junit", help="write JUnit XML here")
     p.add_argument("--markdown", help="write a Markdown summary here")
     p.add_argument("-q", "--quiet", action="store_true")
@@ -418,6 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("--containerd", action="append", help="only these versions (repeatable)")
     p.add_argument("--junit-dir", help="write one JUnit file per version here")
+    p.add_argument("--mkfs", default="", metavar="VERSION|all",
+                   help="erofs-utils version(s) as a second axis (erofs-utils/versions.txt)")
     p.set_defaults(fn=cmd_matrix)
 
     p = sub.add_parser("bisect", help="first containerd version whose Go output changes")

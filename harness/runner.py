@@ -14,7 +14,7 @@ import time
 import traceback
 from dataclasses import dataclass
 
-from . import capabilities, roundtrip, spool, state
+from . import capabilities, erofs_utils, roundtrip, spool, state
 from .applycheck import apply_checks, cross_decode
 from .oracle import ContainerdError, Oracle, OracleError, default_version, ensure_built
 from .reference import compare as ref_compare
@@ -37,6 +37,8 @@ class RunOptions:
     build: bool = True                   # build the oracle if missing
     timeout: float = 300.0               # deadline of each external call (oracle request, mkfs,
                                          # mount); a scenario's `timeout:` key overrides it
+    mkfs: str = ""                       # erofs-utils version (erofs-utils/versions.txt); "" =
+                                         # the system's mkfs.erofs
 
     def __post_init__(self):
         self.containerd = self.containerd or default_version()
@@ -85,6 +87,11 @@ class Session:
             state.force_unmount_under(old.root)
             del self._oracles[key]
         if key not in self._oracles:
+            if not self._started:
+                try:
+                    erofs_utils.use(self.options.mkfs)
+                except erofs_utils.ErofsUtilsError as e:
+                    raise OracleError(f"cannot use erofs-utils {self.options.mkfs}: {e}") from None
             if self.options.build and not self._started:
                 ensure_built(self.options.containerd)
             self._started += 1

@@ -233,25 +233,35 @@ QUIRKS: tuple[Quirk, ...] = (
           "A bare `.wh.` entry (a whiteout of the empty name) or `.wh..wh.` becomes a directory "
           "entry with an empty name: the kernel rejects the directory as corrupt (EUCLEAN, "
           "`bogus dirent`), so nothing in it can be listed; spec (containerd's default "
-          "applier): such entries are skipped.",
+          "applier): the layer is refused (`invalid whiteout name`).",
           "spec §5.6; seen on 1.8.6 and 1.9.4", versions="*", scope="meaning",
           component="mkfs.erofs"),
     Quirk("v7-header-refused", "M9",
           "A pre-POSIX V7 header (no `ustar` magic, as `tar --format=v7` writes) is refused as "
           "`invalid tar magic @ <offset>`; spec (Go archive/tar, containerd's default applier): "
           "V7 headers are read.",
-          "spec §5.6; seen on 1.8.6", versions="*", scope="meaning", component="mkfs.erofs"),
+          "spec §5.6; seen on 1.8.6 and 1.9.4", versions="*", scope="meaning",
+          component="mkfs.erofs"),
     Quirk("eof-without-end-blocks-refused", "M10",
           "A tar that ends at a header boundary without its two zero blocks (none, or only "
           "one), and an empty stream, are refused as `failed to read header block @ <end>`; "
           "spec (Go archive/tar, containerd's default applier): a clean end of stream there "
           "ends the archive.",
-          "spec §5.6; seen on 1.8.6", versions="*", scope="meaning", component="mkfs.erofs"),
+          "spec §5.6; seen on 1.8.6; 1.9.4 accepts the same inputs", versions="<1.9.4",
+          scope="meaning", component="mkfs.erofs"),
     Quirk("dotdot-leaves-directories", "M11",
           "A name that climbs with `..` (`ok/../../up`) leaves the directories it passed "
           "through (`/ok`) in the image; spec (containerd's default applier): the name is "
           "cleaned first (`/up`) and nothing else is created.",
-          "spec §5.6; seen on 1.8.6", versions="*", scope="meaning", component="mkfs.erofs"),
+          "spec §5.6; seen on 1.8.6 and 1.9.4", versions="*", scope="meaning",
+          component="mkfs.erofs"),
+    Quirk("tar-input-decompressed", "M12",
+          "With --tar=f, a gzip or zstd stream is decompressed by mkfs.erofs itself, so the erofs "
+          "differ applies a compressed blob whose media type says plain tar (its digest, not the "
+          "tar's, becomes the diffID), while containerd's default applier refuses it as a broken "
+          "tar; spec: the stream is the tar the media type names.",
+          "spec §5.1, §5.6; seen on 1.9.4, not on 1.8.6 (which refuses the stream)",
+          versions=">=1.9.4", scope="meaning", component="mkfs.erofs"),
     # -- containerd's default applier (the walking differ's Apply), the meaning check's second
     # opinion: where it refuses a layer the erofs differ accepts.
     Quirk("applier-refuses-gnu-sparse-0", "B22",
@@ -260,6 +270,11 @@ QUIRKS: tuple[Quirk, ...] = (
           "differ applies the layer; spec: Go's archive/tar reads the entry as a regular file "
           "with holes.",
           "spec §5.6; containerd pkg/archive/tar.go createTarFile", scope="meaning"),
+    Quirk("applier-clamps-pre-epoch-mtime", "B23",
+          "containerd's default applier sets an mtime before 1970 (negative in the tar) to the "
+          "epoch (pkg/archive boundTime), while the erofs differ keeps the tar's value (once "
+          "mkfs.erofs accepts it, 1.9.4); spec: the tar's mtime.",
+          "spec §5.6; containerd pkg/archive/time.go boundTime", scope="meaning"),
     # -- Engine-level (documented; the reference never reaches these states) -------------------
     Quirk("empty-mounts-panic", "B9",
           "MountsToLayer indexes mounts[0] without a length check: an empty upper panics.",
