@@ -181,3 +181,7 @@ def test_cli_reports_a_broken_register_without_traceback(tmp_path, monkeypatch, 
     assert fr.main(["findings"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: findings/findings.yaml:") and "Traceback" not in err
+
+
+def test_prose_escapes_html_and_emphasis_outside_code_spans():
+    assert fr._prose("a <x> `b <y> *` c.*") == "a &lt;x> `b <y> *` c.\\*"

@@ -216,6 +216,13 @@ def _cell(s: str) -> str:
     return s.replace("|", "\\|")
 
 
+def _prose(s: str) -> str:
+    """Markdown-safe text: outside code spans `<` would open an HTML tag and `*` emphasis."""
+    parts = s.split("`")
+    return "`".join(p if i % 2 else p.replace("<", "&lt;").replace("*", "\\*")
+                    for i, p in enumerate(parts))
+
+
 def _pinned(versions: str, pinned: Sequence[str]) -> str:
     if not pinned:
         return ""
@@ -265,17 +272,18 @@ def markdown(findings: Sequence[Finding], registry: Mapping[str, profiles.Quirk]
             repro = "—"
         out.append(f"| [{f.id}](#{f.id.lower()}) | {name} | {f.component} | `{_cell(rng)}` | "
                    f"{_pinned(rng_for_pinned, pinned) if rng_for_pinned else '—'} | "
-                   f"{_cell(f.upstream_status)} | {repro} |")
+                   f"{_cell(_prose(f.upstream_status))} | {repro} |")
     out += ["", "## Entries"]
     for f in findings:
         q = registry.get(f.quirk) if f.quirk else None
         spec_ref = "§7.1" if f.id.startswith("M") else f"§7 {f.id}"
-        out += ["", f"<a id=\"{f.id.lower()}\"></a>", f"### {f.id} — {f.title}", "", f.impact, ""]
+        out += ["", f"<a id=\"{f.id.lower()}\"></a>", f"### {f.id} — {_prose(f.title)}", "",
+                _prose(f.impact), ""]
         out.append(f"- **Component:** {f.component}")
         out.append(f"- **Where:** {f.code}")
         if q:
             out.append(f"- **Registry:** `{q.name}` ({q.kind}, scope {q.scope}) — "
-                       f"{_cell(q.description)}")
+                       f"{_prose(q.description)}")
         else:
             out.append(f"- **Kind:** {f.kind} (not in the quirk registry)")
         out.append(f"- **Spec:** [{spec_ref}](spec.md)")
@@ -299,8 +307,8 @@ def markdown(findings: Sequence[Finding], registry: Mapping[str, profiles.Quirk]
         if also:
             out.append("- **Also shown by:** " + ", ".join(scenario_link(s) for s in also))
         refs = ", ".join(ref_link(r) for r in f.upstream_refs)
-        out.append(f"- **Upstream:** {f.upstream_status}" + (f" ({refs})" if refs else ""))
-        out.append(f"- **Proposed fix:** {f.fix}" if f.fix else "- **Proposed fix:** none")
+        out.append(f"- **Upstream:** {_prose(f.upstream_status)}" + (f" ({refs})" if refs else ""))
+        out.append(f"- **Proposed fix:** {_prose(f.fix)}" if f.fix else "- **Proposed fix:** none")
         if f.patch:
             out.append(f"- **Patch:** [`{f.patch}`](../{f.patch})")
     return "\n".join(out) + "\n"
