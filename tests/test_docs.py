@@ -1,6 +1,6 @@
 """docs/spec.md is self-contained and every citation of it resolves.
 
-- No tracked file names a path outside the repository (the research folder, absolute
+- No tracked file names a path outside the repository (notes kept elsewhere, absolute
   machine paths): a clone must be complete.
 - Every "spec §N.M" (also "§N.M step K", "§7 Bn", "§3.1–3.3") cited anywhere in the repository
   is a heading, a numbered rule of that section, or a divergence of §7 in docs/spec.md.
