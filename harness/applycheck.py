@@ -2,6 +2,7 @@
 compared on the returned descriptor, the error text and the layer.erofs bytes."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -10,7 +11,8 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from .oracle import ContainerdError
+from .checks import meaning
+from .oracle import ContainerdError, OracleError, OracleTimeout
 from .reference import apply as ref_apply
 from .reference import erofs_superblock, mediatypes, profiles
 from .result import Check, Outcome, Status
@@ -20,8 +22,9 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 LAYER_PATH = re.compile(r"\S*/layer\.erofs")
 
 
-def go_apply(oracle, blob_path: str, descriptor: dict) -> tuple[dict | None, bytes | None, str | None]:
-    """(descriptor, layer.erofs bytes, error) from containerd's erofs differ Apply."""
+def go_apply(oracle, blob_path: str, descriptor: dict):
+    """(descriptor, layer.erofs bytes, error, ingested descriptor) from containerd's erofs differ
+    Apply. OracleTimeout propagates (the oracle is dead then); no cleanup error hides it."""
     key = f"apply-{uuid.uuid4().hex[:10]}"
     try:
         ingested = oracle.ingest(blob_path, descriptor["mediaType"])
@@ -30,21 +33,20 @@ def go_apply(oracle, blob_path: str, descriptor: dict) -> tuple[dict | None, byt
         try:
             resp = oracle.apply("erofs", desc, key)
         except ContainerdError as e:
-            return None, None, str(e)
+            return None, None, str(e), desc
         image = Path(resp["layer"]).read_bytes() if resp.get("layer") else None
-        return resp["descriptor"], image, None
+        return resp["descriptor"], image, None, desc
     finally:
-        try:
+        with contextlib.suppress(ContainerdError, OracleError):
             oracle.remove(key)
-        except ContainerdError:
-            pass
 
 
-def reference_apply(blob: bytes, descriptor: dict, profile, case: ApplyCase):
+def reference_apply(blob: bytes, descriptor: dict, profile, case: ApplyCase,
+                    timeout: float = ref_apply.DEFAULT_TIMEOUT):
     layer_dir = tempfile.mkdtemp(prefix="ref-apply-")
     try:
         out = ref_apply.apply(blob, descriptor, layer_dir, profile, case.mkfs_options,
-                              tar_index=case.tar_index)
+                              tar_index=case.tar_index, timeout=timeout)
         image = None
         if out.layer_path and os.path.exists(out.layer_path) and out.error is None:
             image = Path(out.layer_path).read_bytes()
@@ -66,7 +68,7 @@ def cross_decode(session, outcomes) -> list[Check]:
         path = os.path.join(session.base, f"refblob-{uuid.uuid4().hex[:8]}")
         Path(path).write_bytes(o.blob)
         try:
-            desc, _, err = go_apply(oracle, path, _descriptor(bytes(o.blob), o.media_type, ()))
+            desc, _, err, _ = go_apply(oracle, path, _descriptor(bytes(o.blob), o.media_type, ()))
         finally:
             os.unlink(path)
         want = o.labels.get("containerd.io/uncompressed")
@@ -90,7 +92,7 @@ def _descriptor(blob: bytes, media_type: str, annotations) -> dict:
 
 
 def compare_apply(name, case: ApplyCase, profile, go, ref, explain_images) -> Check:
-    (gd, gimg, gerr), (rd, rimg, rerr, out) = go, ref
+    (gd, gimg, gerr, _), (rd, rimg, rerr, out) = go, ref
     problems = []
     era = mediatypes.era_of(profile)
     expected = dict(case.expect).get(era) or dict(case.expect).get("all")
@@ -148,12 +150,14 @@ def _explain_images(go: bytes, ref: bytes) -> str:
         return explain_erofs(gp, rp, ("go-erofs", "ref"))
 
 
-def apply_checks(case: ApplyCase, session, st=None, outcomes=(), record=None) -> list[Check]:
-    """Checks for one Apply case (several when the blob is each Compare output). Go's results
-    are appended to `record` as Outcomes (producer go-erofs-apply) for bisect and reports."""
+def apply_checks(case: ApplyCase, session, st=None, outcomes=(), record=None,
+                 files=None) -> list[Check]:
+    """Checks for one Apply case (several when the blob is each Compare output): agreement of
+    containerd and the reference, then what the layer means (harness/checks/meaning.py). Go's
+    results are appended to `record` as Outcomes (producer go-erofs-apply) for bisect and
+    reports; `files` gets the artifacts of a failing case (images, tree listings)."""
     version = session.options.containerd
     profile = profiles.containerd_profile(version)
-    oracle = session.oracle(case.mkfs_options, case.tar_index)
     jobs = []      # (label, blob path, blob bytes, descriptor)
     if case.from_compare:
         for o in outcomes:
@@ -170,10 +174,26 @@ def apply_checks(case: ApplyCase, session, st=None, outcomes=(), record=None) ->
         jobs.append((f"apply {label}", path, blob, _descriptor(blob, case.media_type, case.annotations)))
     checks = []
     for label, path, blob, desc in jobs:
-        go = go_apply(oracle, path, desc)
+        # A fresh oracle when the last case killed it at its deadline.
+        oracle = session.oracle(case.mkfs_options, case.tar_index)
+        try:
+            go = go_apply(oracle, path, desc)
+        except OracleTimeout as e:
+            checks.append(meaning.hung(label, blob, desc, profile, e, session.environment))
+            if record is not None:
+                record.append(Outcome(producer="go-erofs-apply", media_type=label, error=str(e)))
+            continue
         if record is not None:
             record.append(Outcome(producer="go-erofs-apply", media_type=label,
                                   descriptor=go[0], error=go[2]))
-        ref = reference_apply(blob, desc, profile, case)
+        try:
+            ref = reference_apply(blob, desc, profile, case, timeout=session.timeout)
+        except ref_apply.ApplyEngineError as e:
+            checks.append(Check(label, Status.ERROR, f"the reference Apply could not run: {e}"))
+            continue
         checks.append(compare_apply(label, case, profile, go, ref, _explain_images))
+        route = ref[3].path
+        if "meaning" not in case.check or route is None or route.kind != mediatypes.TAR:
+            continue          # not a tar conversion: nothing for the layer's meaning to say
+        checks.append(meaning.check(label, blob, go, oracle, session, route, files))
     return checks

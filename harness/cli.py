@@ -51,7 +51,8 @@ def cmd_run(args) -> int:
         raise UsageError("no scenario matched")
     if getattr(args, "oracle", "live") == "golden":
         return cmd_run_golden(args, files)
-    options = runner.RunOptions(containerd=args.containerd, keep=args.keep, keep_all=args.keep_all)
+    options = runner.RunOptions(containerd=args.containerd, keep=args.keep, keep_all=args.keep_all,
+                                timeout=args.timeout)
     kernels = ["6.1", "6.12"] if args.kernel == "all" else [args.kernel]
     results = []
     for kernel in (kernels if args.backend == "vm" else [None]):
@@ -274,8 +275,53 @@ def cmd_list(args) -> int:
     return 0
 
 
+EROFS_MAGIC = (1024, b"\xe2\xe1\xf5\xe0")     # superblock offset, magic 0xE0F5E1E2 (LE)
+
+
 def cmd_show(args) -> int:
-    """The layer entries the reference expects for a scenario (needs root: builds the state)."""
+    """The tree a layer blob means, the tree an EROFS image holds (mounted: root), or the layer
+    entries the reference expects for a scenario (root: builds the state)."""
+    p = Path(args.scenario)
+    if p.is_file() and p.suffix not in (".yaml", ".yml"):
+        return _show_layer(p)
+    return _show_scenario(args)
+
+
+def _show_layer(path: Path) -> int:
+    from .checks import meaning
+    from .reference import apply as ref_apply
+    with open(path, "rb") as f:
+        head = f.read(EROFS_MAGIC[0] + 4)
+    if head[EROFS_MAGIC[0]:] == EROFS_MAGIC[1]:
+        if os.geteuid() != 0:
+            raise UsageError(f"{path} is an EROFS image: listing it mounts it, which needs root")
+        import tempfile
+        with tempfile.TemporaryDirectory(prefix="layerconf-show-") as d:
+            r = meaning.read_image(str(path), d, 60)
+        if r.tree is None:
+            print(f"error: {r.skipped}", file=sys.stderr)
+            return 1
+        print(f"# {path}: EROFS image, as the kernel shows it (erofs under overlayfs)")
+        sys.stdout.write(meaning.listing(r.tree))
+        return 0
+    blob = path.read_bytes()
+    kind = ref_apply.detect_compression(blob)
+    try:
+        tar, error = (ref_apply.decompress_stream(blob), None) if kind else (blob, None)
+    except ref_apply.DecompressError as e:
+        tar, error = e.partial, f"{kind}: {e.message}"
+    reading, _ = meaning.read_meaning(tar, error)
+    print(f"# {path}: {'a ' + kind + ' ' if kind else ''}layer tar, as containerd's default "
+          "applier reads it (over an empty parent)")
+    if reading.tree is not None:
+        sys.stdout.write(meaning.listing(reading.tree))
+    if reading.error:
+        print(f"error: {reading.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _show_scenario(args) -> int:
     from . import runner
     from .report.explain import list_entries
     s = _load_one(args.scenario)
@@ -298,7 +344,9 @@ def cmd_repro(args) -> int:
     from . import runner
     s = _load_one(args.scenario)
     keep = args.keep or str(Path("artifacts").resolve())
-    with runner.Session(runner.RunOptions(containerd=args.containerd, keep=keep, keep_all=True)) as session:
+    options = runner.RunOptions(containerd=args.containerd, keep=keep, keep_all=True,
+                                timeout=args.timeout)
+    with runner.Session(options) as session:
         r = runner.run_scenario(s, session)
     print(f"{r.status.value.upper()} {r.scenario} ({r.duration:.1f} s)")
     for c in r.checks:
@@ -315,6 +363,16 @@ def _load_one(path):
     if not p.exists() and (DEFAULT_SCENARIOS / (str(path) + ".yaml")).exists():
         p = DEFAULT_SCENARIOS / (str(path) + ".yaml")
     return load(p)
+
+
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1
+    if not 0 < v <= 86400:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds in (0, 86400]")
+    return v
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -336,6 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--containerd", default="", help="containerd version (default: oracle/versions.txt)")
     p.add_argument("--keep", default="artifacts", help="folder for failing scenarios' artifacts")
     p.add_argument("--keep-all", action="store_true", help="keep artifacts of passing scenarios too")
+    p.add_argument("--timeout", type=_seconds, default=300.0,
+                   help="deadline in seconds of each external call (oracle request, mkfs.erofs, "
+                        "mount; default 300); a scenario's `timeout:` key overrides it")
     p.add_argument("--junit", help="write JUnit XML here")
     p.add_argument("--markdown", help="write a Markdown summary here")
     p.add_argument("-q", "--quiet", action="store_true")
@@ -372,13 +433,16 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(fn=cmd_list)
 
-    for name, fn, text in (("show", cmd_show, "print the layer entries the reference expects"),
+    for name, fn, text in (("show", cmd_show, "list what a layer blob or EROFS image holds, or the "
+                                               "layer entries the reference expects for a scenario"),
                            ("repro", cmd_repro, "rerun one scenario and keep its state")):
         p = sub.add_parser(name, help=text)
         p.add_argument("scenario")
         p.add_argument("--containerd", default="")
         if name == "repro":
             p.add_argument("--keep", default=None)
+            p.add_argument("--timeout", type=_seconds, default=300.0,
+                           help="deadline in seconds of each external call (default 300)")
         p.set_defaults(fn=fn)
     return ap
 

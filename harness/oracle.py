@@ -22,8 +22,51 @@ class OracleError(Exception):
     """The oracle process failed (missing binary, crash, timeout, bad reply): an engine error."""
 
 
+class OracleTimeout(OracleError):
+    """A request passed its deadline; `running` names the processes that had not finished."""
+
+    def __init__(self, message: str, op: str = "", running: str = ""):
+        super().__init__(message)
+        self.op, self.running = op, running
+
+
 class ContainerdError(Exception):
     """containerd returned an error for a request; str() is containerd's text verbatim."""
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below pid (from /proc), children first; [] when /proc says nothing."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat", "rb") as f:
+                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(d))
+    out, todo = [], list(children.get(pid, ()))
+    while todo:
+        p = todo.pop(0)
+        out.append(p)
+        todo += children.get(p, ())
+    return out
+
+
+def describe_processes(pids) -> str:
+    """'mkfs.erofs --tar=f … (pid 12)' for each pid that still exists, '; '-joined."""
+    out = []
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+        except OSError:
+            continue
+        if argv:
+            text = " ".join([os.path.basename(argv[0])] + argv[1:])
+            out.append(f"{text[:300]} (pid {p})")
+    return "; ".join(out)
 
 
 def versions() -> list[str]:
@@ -142,6 +185,21 @@ class Oracle:
                     pass
             self._log.close()
 
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines of the oracle's log (containerd's logrus, mkfs output, panics)."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 16384))
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
     def kill(self):
         """Kill the process at once (tests of failure handling)."""
         if self.proc and self.proc.poll() is None:
@@ -180,9 +238,13 @@ class Oracle:
             while b"\n" not in self._buf:
                 left = deadline - time.monotonic()
                 if left <= 0:
+                    running = describe_processes(descendants(self.proc.pid))
                     self.kill()
-                    raise OracleError(f"the Go oracle did not answer {op!r} within {timeout:.0f} s "
-                                      f"and was killed; see {self.log_path}")
+                    raise OracleTimeout(
+                        f"containerd's {op!r} did not finish within {timeout:g} s"
+                        + (f"; still running: {running}" if running else "")
+                        + f". The oracle was killed (it is restarted for the next case); its log: "
+                          f"{self.log_path}", op=op, running=running)
                 if not sel.select(left):
                     continue
                 chunk = os.read(fd, 1 << 20)

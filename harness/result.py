@@ -42,6 +42,7 @@ class Check:
     status: Status
     explanation: str = ""              # one screen, readable without the source
     quirks: list[str] = field(default_factory=list)
+    info: bool = False                 # information only: never the scenario's headline
 
 
 @dataclass
@@ -55,6 +56,8 @@ class ScenarioResult:
     duration: float = 0.0
     environment: dict = field(default_factory=dict)   # containerd, mkfs, kernel, backend, capabilities
     artifacts: str | None = None       # folder with inputs/outputs/explanations when kept
+    files: dict = field(default_factory=dict)   # extra artifacts: name -> bytes or text (logs,
+                                                # images, tree listings); written when kept
 
     @staticmethod
     def worst(statuses) -> Status:

@@ -14,7 +14,7 @@ import subprocess
 import uuid
 
 from . import state
-from .oracle import ContainerdError
+from .oracle import ContainerdError, OracleError
 from .reference import profiles
 from .result import Check, Status
 from .treeview import Difference, capture, diff
@@ -36,6 +36,24 @@ def _under(path: bytes, dirs) -> bool:
 def _node(ctx, path: bytes, kind: str, rdev=None) -> bool:
     n = ctx["before"].get(path)
     return n is not None and n.type == kind and (rdev is None or n.rdev == rdev)
+
+
+def _base(path: bytes) -> bytes:
+    return path.rsplit(b"/", 1)[-1]
+
+
+def _hidden_by_wh_file(path: bytes, ctx) -> bool:
+    parent, name = path.rsplit(b"/", 1)
+    parent = parent or b""
+    if _node(ctx, parent + b"/.wh." + name, "file"):
+        return True
+    # an opaque marker file in this directory or any directory above
+    p = path
+    while b"/" in p.lstrip(b"/"):
+        p = p.rsplit(b"/", 1)[0]
+        if _node(ctx, p + b"/.wh..wh..opq", "file"):
+            return True
+    return _node(ctx, b"/.wh..wh..opq", "file")
 
 
 def _xattr_name(d: Difference) -> str | None:
@@ -66,6 +84,16 @@ LIMITS = {
                       lambda d, ctx: (_xattr_name(d) or "").startswith(("user.overlay.",
                                                                         "trusted.overlay."))
                       and d.after is None),
+    "whiteout-named-file": ("a regular file named like a whiteout (.wh.<name>) is read back as "
+                            "a whiteout: OCI layers reserve the .wh. prefix, so no layer can "
+                            "carry such a file",
+                            lambda d, ctx: d.attribute == "presence" and d.after is None
+                            and _node(ctx, d.path, "file") and _base(d.path).startswith(b".wh.")),
+    "hidden-by-whiteout-named-file": ("an entry hidden by a regular file named like its whiteout "
+                                      "(.wh.<name>, or .wh..wh..opq in its directory) that the "
+                                      "layer carries as a plain file and Apply reads as a whiteout",
+                                      lambda d, ctx: d.attribute == "presence" and d.after is None
+                                      and _hidden_by_wh_file(d.path, ctx)),
     "user-opaque-marker": ("Compare reads a user.overlay.opaque marker as a userxattr overlay "
                            "mount would; the snapshotter's trusted-mode mount ignored it, so what "
                            "it hides showed only before",
@@ -128,11 +156,11 @@ def verdict(differences, profile, before, opaque, max_lines: int = 30) -> Check:
 
 # -- mounts (I/O) ------------------------------------------------------------------------------
 
-def _run_mount(argv):
+def _run_mount(argv, timeout: float = MOUNT_TIMEOUT):
     try:
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=MOUNT_TIMEOUT)
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise MountError(f"{' '.join(argv)} did not return within {MOUNT_TIMEOUT} s") from None
+        raise MountError(f"{' '.join(argv)} did not return within {timeout:g} s") from None
     except FileNotFoundError:
         raise MountError("mount(8) is not installed (apt-get install mount)") from None
     if p.returncode != 0:
@@ -140,17 +168,20 @@ def _run_mount(argv):
 
 
 @contextlib.contextmanager
-def _mounted(argv, target: str):
+def _mounted(argv, target: str, timeout: float = MOUNT_TIMEOUT):
     os.makedirs(target, exist_ok=True)
-    _run_mount(argv + [target])
+    _run_mount(argv + [target], timeout)
     try:
         yield target
     finally:
-        subprocess.run(["umount", target], capture_output=True, timeout=MOUNT_TIMEOUT)
+        try:
+            subprocess.run(["umount", target], capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired:   # the run's last-resort cleanup detaches it lazily
+            subprocess.run(["umount", "-l", target], capture_output=True, timeout=timeout)
 
 
 @contextlib.contextmanager
-def merged_layers(images: list[str], workdir: str):
+def merged_layers(images: list[str], workdir: str, timeout: float = MOUNT_TIMEOUT):
     """The erofs images (top first) mounted read-only by the kernel and stacked with overlayfs.
     An empty directory at the bottom lets a single image be an overlay too, so its whiteouts
     are read as whiteouts."""
@@ -158,13 +189,14 @@ def merged_layers(images: list[str], workdir: str):
         dirs = []
         for i, image in enumerate(images):
             dirs.append(stack.enter_context(_mounted(
-                ["mount", "-t", "erofs", "-o", "ro,loop", image], os.path.join(workdir, f"e{i}"))))
+                ["mount", "-t", "erofs", "-o", "ro,loop", image], os.path.join(workdir, f"e{i}"),
+                timeout)))
         empty = os.path.join(workdir, "empty")
         os.makedirs(empty, exist_ok=True)
         lowerdir = ":".join(dirs + [empty])
         yield stack.enter_context(_mounted(
             ["mount", "-t", "overlay", "overlay", "-o", f"ro,lowerdir={lowerdir}"],
-            os.path.join(workdir, "merged")))
+            os.path.join(workdir, "merged"), timeout))
 
 
 def opaque_dirs(upper_dir: str) -> dict[bytes, str]:
@@ -187,6 +219,24 @@ def capture_upper(oracle, st) -> tuple[dict, dict]:
     target = os.path.join(st.workdir, f"rt-before-{uuid.uuid4().hex[:6]}")
     with state.mounted(oracle, st.upper_key, target):
         return capture(target), opaque_dirs(st.upper_dir)
+
+
+def mtime_precision(tar: bytes | None) -> int:
+    """The precision (ns) of the mtimes a layer tar carries: 1 when any entry has a fraction of
+    a second (PAX), else whole seconds (containerd's Compare floors them), so the round trip
+    compares exactly what the layer could carry."""
+    import io
+
+    from .reference import tarread
+    if tar is None:
+        return 10**9
+    try:
+        for h, _ in tarread.TarReader(io.BytesIO(tar)):
+            if h.mtime_ns % 10**9:
+                return 1
+    except tarread.TarError:
+        pass
+    return 10**9
 
 
 def round_trip(oracle, st, go_outcome, before, opaque, profile) -> Check:
@@ -213,7 +263,8 @@ def round_trip(oracle, st, go_outcome, before, opaque, profile) -> Check:
                 after = capture(merged)
         except MountError as e:
             return Check(NAME, Status.ERROR, f"mounting the applied layer failed: {e}")
-        return verdict(diff(before, after, mtime_precision_ns=10**9), profile, before, opaque)
+        precision = mtime_precision(go_outcome.tar)
+        return verdict(diff(before, after, mtime_precision_ns=precision), profile, before, opaque)
     finally:
-        with contextlib.suppress(ContainerdError):
+        with contextlib.suppress(ContainerdError, OracleError):   # never hide the first error
             oracle.remove(key)

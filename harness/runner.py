@@ -35,6 +35,8 @@ class RunOptions:
     walking: bool = True                 # the three-way view
     round_trip: bool = True              # Apply containerd's Compare blob and mount it
     build: bool = True                   # build the oracle if missing
+    timeout: float = 300.0               # deadline of each external call (oracle request, mkfs,
+                                         # mount); a scenario's `timeout:` key overrides it
 
     def __post_init__(self):
         self.containerd = self.containerd or default_version()
@@ -46,8 +48,24 @@ class Session:
     def __init__(self, options: RunOptions | None = None):
         self.options = options or RunOptions()
         self._oracles: dict[tuple, Oracle] = {}
+        self._started = 0
         self._tmp = None
         self.environment: dict = {}
+        self.timeout = self.options.timeout
+        self.dead_logs: list[tuple[str, str]] = []   # (root, log tail) of oracles that died
+
+    def set_timeout(self, seconds: float):
+        """The deadline of every external call from now on (one scenario's `timeout:`)."""
+        self.timeout = seconds
+        for oracle in self._oracles.values():
+            oracle.timeout = seconds
+
+    def oracle_logs(self) -> dict[str, str]:
+        """Log tails of the oracles of this session, dead ones included (for artifacts)."""
+        out = {f"oracle-{os.path.basename(root)}.log": tail for root, tail in self.dead_logs}
+        for o in self._oracles.values():
+            out[f"oracle-{os.path.basename(o.root)}.log"] = o.log_tail(200)
+        return out
 
     @property
     def base(self) -> str:
@@ -58,12 +76,21 @@ class Session:
     def oracle(self, mkfs_options=(), tar_index: bool = False) -> Oracle:
         """The oracle for an erofs differ configuration (one process each, started once)."""
         key = (tuple(mkfs_options), tar_index)
+        old = self._oracles.get(key)
+        if old is not None and not old.alive:
+            # Killed at a deadline (or crashed): its mounts and snapshots are gone with it, so
+            # later cases get a fresh one on a fresh root.
+            self.dead_logs.append((old.root, old.log_tail(40)))
+            old.close()
+            state.force_unmount_under(old.root)
+            del self._oracles[key]
         if key not in self._oracles:
-            if self.options.build and not self._oracles:
+            if self.options.build and not self._started:
                 ensure_built(self.options.containerd)
-            root = os.path.join(self.base, f"root{len(self._oracles)}")
+            self._started += 1
+            root = os.path.join(self.base, f"root{self._started}")
             oracle = Oracle(self.options.containerd, root, mkfs_options=key[0],
-                            tar_index=tar_index).start()
+                            tar_index=tar_index, timeout=self.timeout).start()
             self._oracles[key] = oracle
             if not self.environment:
                 info = oracle.version_info()
@@ -103,34 +130,45 @@ def run_scenario(scenario: Scenario, session: Session) -> ScenarioResult:
         result.status = Status.SKIP
         result.message = "missing capabilities: " + ", ".join(missing)
         return result
+    session.set_timeout(scenario.timeout or session.options.timeout)
+    stage = ["starting the Go oracle"]        # what was running when an engine error came
     try:
         oracle = session.oracle()
         result.environment = dict(session.environment)
         if scenario.compares:
+            stage[0] = "building the scenario's state"
             with state.build(scenario, oracle, session.base) as st:
+                stage[0] = "capturing the merged upper"
                 before = roundtrip.capture_upper(oracle, st) if session.options.round_trip else None
+                stage[0] = "running Compare"
                 _compare_all(scenario, session, oracle, st, result)
                 if before is not None:
+                    stage[0] = "running the round trip"
                     result.checks.append(_round_trip(scenario, session, oracle, st, result, before))
+                stage[0] = "cross-decoding the reference's blobs"
                 result.checks += cross_decode(session, result.outcomes)
                 for case in scenario.apply_cases:
                     if case.from_compare:
+                        stage[0] = f"applying the case at line {case.line}"
                         result.checks += apply_checks(case, session, st, list(result.outcomes),
-                                                      record=result.outcomes)
+                                                      record=result.outcomes, files=result.files)
         for case in scenario.apply_cases:
             if not case.from_compare:
-                result.checks += apply_checks(case, session, record=result.outcomes)
+                stage[0] = f"applying the case at line {case.line}"
+                result.checks += apply_checks(case, session, record=result.outcomes,
+                                              files=result.files)
     except (OracleError, state.StateError, capabilities.CapabilityError) as e:
-        result.status, result.message = Status.ERROR, str(e)
+        result.status, result.message = Status.ERROR, f"{scenario.path}: while {stage[0]}: {e}"
     except ContainerdError as e:
         result.status = Status.ERROR
-        result.message = f"containerd failed while building the scenario's state: {e}"
+        result.message = f"{scenario.path}: containerd failed while {stage[0]}: {e}"
     except Exception as e:  # an engine bug: still a result, never a crash of the whole run
         internal_error(result, e)
     else:
         conclude(result)
     result.duration = time.monotonic() - start
     if session.options.keep and (result.status.failed or session.options.keep_all):
+        result.files.update(session.oracle_logs())
         result.artifacts = _keep(result, session.options.keep)
     return result
 
@@ -144,7 +182,7 @@ def conclude(result: ScenarioResult):
     """The scenario's status is its worst check; its message that check's first line."""
     result.status = ScenarioResult.worst(c.status for c in result.checks)
     result.message = next((c.explanation.splitlines()[0] for c in result.checks
-                           if c.status == result.status and c.explanation), "")
+                           if c.status == result.status and c.explanation and not c.info), "")
 
 
 def _compare_all(scenario, session, oracle, st, result):
@@ -291,8 +329,8 @@ result_to_dict = result_dict   # JSON-safe: bytes become sha256 + size
 
 
 def result_from_dict(d: dict) -> ScenarioResult:
-    checks = [Check(c["name"], Status(c["status"]), c.get("explanation", ""), c.get("quirks", []))
-              for c in d.get("checks", [])]
+    checks = [Check(c["name"], Status(c["status"]), c.get("explanation", ""), c.get("quirks", []),
+                    c.get("info", False)) for c in d.get("checks", [])]
     outcomes = [Outcome(producer=o["producer"], media_type=o["media_type"],
                         descriptor=o.get("descriptor"), labels=o.get("labels") or {},
                         error=o.get("error")) for o in d.get("outcomes", [])]

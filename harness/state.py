@@ -61,8 +61,11 @@ def mounted(oracle: Oracle, key: str, target: str):
     oracle.mount(key, target)
     try:
         yield target.encode()
-    finally:
-        oracle.unmount(target)
+    except BaseException:
+        with contextlib.suppress(Exception):   # a cleanup error must not hide the first error
+            oracle.unmount(target)
+        raise
+    oracle.unmount(target)
 
 
 @contextlib.contextmanager

@@ -44,15 +44,15 @@ class Difference:
             what = "missing after the round trip" if self.after is None else "only after the round trip"
             more = f" (and {self.below} entries below it)" if self.below else ""
             return f"{p}: {what}{more}"
-        return f"{p}: {self.attribute}: before {_fmt(self.attribute, self.before)}, " \
-               f"after {_fmt(self.attribute, self.after)}"
+        return f"{p}: {self.attribute}: before {format_value(self.attribute, self.before)}, " \
+               f"after {format_value(self.attribute, self.after)}"
 
 
 def show(path: bytes) -> str:
     return path.decode("utf-8", "backslashreplace")
 
 
-def _fmt(attribute: str, v) -> str:
+def format_value(attribute: str, v) -> str:
     if v is None:
         return "absent"
     if attribute == "mode":

@@ -40,13 +40,25 @@ def test_version_predicate():
 def test_registry_well_formed():
     for q in QUIRKS:
         assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", q.name), q.name
-        assert re.fullmatch(r"B\d+", q.spec_id) or (q.kind == "switch" and not q.spec_id)
-        assert q.scope in ("compare", "mounts", "apply", "roundtrip", "engine") and q.kind in ("quirk", "switch")
+        # B: containerd, M: mkfs.erofs (each component's defects numbered on their own)
+        prefix = {"containerd": "B", "mkfs.erofs": "M"}[q.component]
+        assert re.fullmatch(prefix + r"\d+", q.spec_id) or (q.kind == "switch" and not q.spec_id)
+        assert q.scope in ("compare", "mounts", "apply", "roundtrip", "meaning", "engine")
+        assert q.kind in ("quirk", "switch")
         assert q.description and q.reference and "\n" not in q.description
         version_predicate(q.versions)
     ids = [q.spec_id for q in QUIRKS if q.spec_id]
     assert len(set(ids)) == len(ids)
     assert all(q.kind == "quirk" for q in QUIRKS if q.scope != "apply")
+
+
+def test_tool_quirks_follow_their_tools_version_not_containerds():
+    from harness.reference.profiles import tool_quirk_holds
+    assert "pax-fraction-as-integer-ns" not in get_profile("containerd@2.4.2").quirks
+    assert tool_quirk_holds("pax-fraction-as-integer-ns", {"mkfs.erofs": "1.8.6"})
+    assert not tool_quirk_holds("pax-fraction-as-integer-ns", {"mkfs.erofs": "1.9.4"})
+    assert tool_quirk_holds("pax-global-path-applied", {"mkfs.erofs": "1.9.4"})
+    assert not tool_quirk_holds("pax-global-path-applied", {})     # unknown version: no excuse
 
 
 def test_apply_switches_merged_with_their_versions():

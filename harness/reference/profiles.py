@@ -88,12 +88,31 @@ class Quirk:
                                # "" for a switch that is no quirk
     description: str           # one line: what containerd does, then what `spec` does instead
     reference: str             # spec section and upstream issue/PR
-    versions: str = ">=2.1.0"  # containerd versions it applies to (see version_predicate)
-    scope: str = "compare"     # compare | mounts | apply | roundtrip | engine (module docstring)
+    versions: str = ">=2.1.0"  # versions of `component` it applies to (see version_predicate)
+    scope: str = "compare"     # compare | mounts | apply | roundtrip | meaning | engine
     kind: str = "quirk"        # quirk (a departure from the spec) | switch (a version era)
+    component: str = "containerd"   # whose defect: containerd | mkfs.erofs | kernel
 
     def applies(self, version: Version) -> bool:
         return version_predicate(self.versions)(version)
+
+
+def tool_version(text: str) -> Version:
+    """'mkfs.erofs (erofs-utils) 1.8.6' or '1.9.4-1' -> a comparable Version (the first X.Y[.Z])."""
+    m = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text or "")
+    if not m:
+        raise ValueError(f"no version in {text!r}")
+    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0), 1, ""
+
+
+def tool_quirk_holds(name: str, versions: dict) -> bool:
+    """Whether a quirk of a tool (component != containerd) holds for the versions under test,
+    e.g. {"mkfs.erofs": "mkfs.erofs (erofs-utils) 1.8.6"}; unknown version: it does not."""
+    q = QUIRKS_BY_NAME[name]
+    try:
+        return q.applies(tool_version(versions.get(q.component, "")))
+    except ValueError:
+        return False
 
 
 QUIRKS: tuple[Quirk, ...] = (
@@ -166,6 +185,80 @@ QUIRKS: tuple[Quirk, ...] = (
           "that says nothing about / leaves the root of the layers below as it is.",
           "found by layerconf; erofs-utils lib/inode.c (root i_mode S_IFDIR|0777), "
           "plugins/diff/erofs Apply", scope="roundtrip"),
+    # -- mkfs.erofs, seen when the image is read back against the layer's meaning --------------
+    # (harness/checks/meaning.py recognises each; versions are erofs-utils versions.)
+    Quirk("pax-fraction-as-integer-ns", "M1",
+          "A PAX time with fewer than 9 fraction digits (`mtime=1795983873.5`, as GNU tar and "
+          "Go's archive/tar write it) is read as that many nanoseconds (.5 -> 5 ns, "
+          ".66737128 -> 66737128 ns); spec: the fraction is a decimal fraction of a second.",
+          "spec §5.6; POSIX pax 'mtime'; seen on 1.8.6, fixed in 1.9.4 (same input)",
+          versions="<1.9.4", scope="meaning", component="mkfs.erofs"),
+    Quirk("pax-global-path-applied", "M2",
+          "A PAX global header (`g`) with a `path` record renames every later entry to that "
+          "path, so the image holds one file; spec (Go archive/tar, containerd's default "
+          "applier): a global header is its own entry and changes no other entry's name.",
+          "spec §5.6; seen on 1.8.6 and 1.9.4", versions="*", scope="meaning",
+          component="mkfs.erofs"),
+    Quirk("gnu-sparse-1-unexpanded", "M3",
+          "A GNU sparse 1.0 entry (PAX `GNU.sparse.major=1`, `tar --sparse --format=pax`) is "
+          "stored as `GNUSparseFile.<pid>/<name>` holding the sparse map and the data blocks "
+          "packed; spec: the file `<name>` at its real size, holes as zeros.",
+          "spec §5.6; seen on 1.8.6 and 1.9.4", versions="*", scope="meaning",
+          component="mkfs.erofs"),
+    Quirk("implicit-dir-defaults", "M4",
+          "A directory the tar implies (a parent of an entry) but never lists is created with "
+          "mode 0777; spec (containerd's default applier): mode 0755.",
+          "spec §5.6; erofs-utils lib/tar.c; seen on 1.8.6 and 1.9.4", versions="*",
+          scope="meaning", component="mkfs.erofs"),
+    Quirk("nul-numeric-field-refused", "M5",
+          "A header whose numeric fields (uid, gid) are all NUL bytes, as `npm pack` writes, "
+          "is refused as `invalid tar @ <offset>`; spec (Go archive/tar): an all-NUL numeric "
+          "field is 0, and containerd's default applier unpacks the layer.",
+          "spec §5.6; seen on 1.8.6 and 1.9.4", versions="*", scope="meaning",
+          component="mkfs.erofs"),
+    Quirk("truncated-data-loops", "M6",
+          "A tar cut inside a file's data makes mkfs.erofs loop forever at end of input "
+          "(`write(fd, \"\", 0)` again and again), so containerd's Apply never returns; spec: "
+          "an error (`unexpected EOF`).",
+          "spec §5.6; seen on 1.8.6; 1.9.4 fails at once (same input)",
+          versions="<1.9.4", scope="meaning", component="mkfs.erofs"),
+    Quirk("base256-negative-refused", "M7",
+          "A header with a negative base-256 number (a pre-1970 mtime, as GNU tar writes it) "
+          "is refused as `invalid tar @ <offset>`; spec (Go archive/tar): base-256 numbers are "
+          "signed, and containerd's default applier unpacks the layer.",
+          "spec §5.6; seen on 1.8.6; 1.9.4 accepts the same input", versions="<1.9.4",
+          scope="meaning", component="mkfs.erofs"),
+    Quirk("bare-whiteout-empty-dirent", "M8",
+          "A bare `.wh.` entry (a whiteout of the empty name) or `.wh..wh.` becomes a directory "
+          "entry with an empty name: the kernel rejects the directory as corrupt (EUCLEAN, "
+          "`bogus dirent`), so nothing in it can be listed; spec (containerd's default "
+          "applier): such entries are skipped.",
+          "spec §5.6; seen on 1.8.6 and 1.9.4", versions="*", scope="meaning",
+          component="mkfs.erofs"),
+    Quirk("v7-header-refused", "M9",
+          "A pre-POSIX V7 header (no `ustar` magic, as `tar --format=v7` writes) is refused as "
+          "`invalid tar magic @ <offset>`; spec (Go archive/tar, containerd's default applier): "
+          "V7 headers are read.",
+          "spec §5.6; seen on 1.8.6", versions="*", scope="meaning", component="mkfs.erofs"),
+    Quirk("eof-without-end-blocks-refused", "M10",
+          "A tar that ends at a header boundary without its two zero blocks (none, or only "
+          "one), and an empty stream, are refused as `failed to read header block @ <end>`; "
+          "spec (Go archive/tar, containerd's default applier): a clean end of stream there "
+          "ends the archive.",
+          "spec §5.6; seen on 1.8.6", versions="*", scope="meaning", component="mkfs.erofs"),
+    Quirk("dotdot-leaves-directories", "M11",
+          "A name that climbs with `..` (`ok/../../up`) leaves the directories it passed "
+          "through (`/ok`) in the image; spec (containerd's default applier): the name is "
+          "cleaned first (`/up`) and nothing else is created.",
+          "spec §5.6; seen on 1.8.6", versions="*", scope="meaning", component="mkfs.erofs"),
+    # -- containerd's default applier (the walking differ's Apply), the meaning check's second
+    # opinion: where it refuses a layer the erofs differ accepts.
+    Quirk("applier-refuses-gnu-sparse-0", "B22",
+          "containerd's default applier (pkg/archive) refuses an old-GNU sparse entry (type "
+          "'S', `tar --sparse --format=gnu`): `unhandled tar header type 83`, while the erofs "
+          "differ applies the layer; spec: Go's archive/tar reads the entry as a regular file "
+          "with holes.",
+          "spec §5.6; containerd pkg/archive/tar.go createTarFile", scope="meaning"),
     # -- Engine-level (documented; the reference never reaches these states) -------------------
     Quirk("empty-mounts-panic", "B9",
           "MountsToLayer indexes mounts[0] without a length check: an empty upper panics.",
@@ -266,7 +359,7 @@ def containerd_profile(version: str) -> Profile:
     if not parse_version(FIRST_SUPPORTED) <= v < parse_version(LAST_EXCLUDED):
         raise ValueError(f"no profile for containerd {format_version(v)}: the EROFS differ's "
                          f"Compare is modelled for v{FIRST_SUPPORTED} … v2.4.x")
-    enabled = frozenset(q.name for q in QUIRKS if q.applies(v))
+    enabled = frozenset(q.name for q in QUIRKS if q.component == "containerd" and q.applies(v))
     return Profile(name=f"containerd@{format_version(v)}", quirks=enabled, version=v,
                    continuity=_continuity_for(v))
 

@@ -10,6 +10,8 @@
         explanation.txt                   every check, then the full (unclipped) tar diffs
         result.json                       the result (blobs as sha256/size)
         repro.sh                          layerconf repro <scenario-path>
+        <name>                            extra files of the run (result.files): oracle logs,
+                                          Apply images, tree listings of an Apply case
 
 keep() never raises on bad data: a failure to write one artifact is noted in errors.txt.
 """
@@ -42,8 +44,9 @@ def result_dict(r: ScenarioResult) -> dict:
     """JSON-safe: bytes (or mmaps of large layers) become sha256 + size."""
     blobs = [(o.blob, o.tar) for o in r.outcomes]
     light = dataclasses.replace(r, outcomes=[dataclasses.replace(o, blob=None, tar=None)
-                                              for o in r.outcomes])
+                                              for o in r.outcomes], files={})
     d = dataclasses.asdict(light)
+    d["files"] = sorted(r.files)
     d["status"] = r.status.value
     for c in d["checks"]:
         c["status"] = getattr(c["status"], "value", c["status"])
@@ -147,6 +150,9 @@ def keep(result: ScenarioResult, scenario_path, outdir) -> str:
             put(name, "\n".join(list_entries(o.tar)) + "\n")
         except Exception:
             errors.append(f"{name}: {traceback.format_exc(limit=2)}")
+
+    for name, data in result.files.items():
+        put(_safe(name), data)
 
     try:
         put("explanation.txt", explanation_text(result))

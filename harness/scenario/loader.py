@@ -72,7 +72,7 @@ class _Checker:
     """Validates one file's data, collecting problems with their lines."""
 
     TOP = {"description", "tags", "references", "lowers", "upper", "upperdir", "compare",
-           "expect", "requires", "name", "version", "apply"}
+           "expect", "requires", "name", "version", "apply", "timeout"}
     APPLY_KEYS = {"media_type", "blob", "descriptor", "mkfs_options", "tar_index", "check",
                   "expect", "name"}
 
@@ -306,12 +306,19 @@ class _Checker:
         if "description" in data and (not isinstance(desc, str) or not desc.strip()):
             self.err(self.line_of(data, "description"), "description must be a non-empty string")
         apply_cases = self.apply_section(data) if "apply" in data else ()
+        timeout = data.get("timeout")
+        if "timeout" in data and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                  or not 0 < timeout <= 86400):
+            self.err(self.line_of(data, "timeout"), f"timeout must be a number of seconds "
+                     f"between 0 and 86400 (the deadline of each external call), not {timeout!r}")
+            timeout = None
         return Scenario(name=name, path=self.path, description=str(desc or "").strip(),
                         tags=self.str_list(data, "tags"), references=self.str_list(data, "references"),
                         lowers=tuple(lowers), upper=ops["upper"], upperdir=ops["upperdir"],
                         media_types=media_types, source_date_epoch=epoch, expect_quirks=quirks,
                         expect_error=error, expect_by_version=by_version, apply_cases=apply_cases,
-                        requires=self.str_list(data, "requires"), raw=data)
+                        requires=self.str_list(data, "requires"),
+                        timeout=float(timeout) if timeout else None, raw=data)
 
     def expectation(self, parent, key, top=False):
         """expect: {quirks, error, versions: {">=2.2.0": {quirks, error}}} -> (quirks, error, overrides)"""

@@ -55,7 +55,7 @@ class Op:
     line: int = 0
 
 
-APPLY_CHECKS = ("descriptor", "error", "image")
+APPLY_CHECKS = ("descriptor", "error", "image", "meaning")
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,7 @@ class Scenario:
     expect_by_version: tuple = ()
     requires: tuple[str, ...] = ()
     apply_cases: tuple[ApplyCase, ...] = ()
+    timeout: float | None = None       # deadline (s) of each external call; None: the run's
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property

@@ -1,0 +1,3 @@
+module gotarread
+
+go 1.22
