@@ -80,12 +80,21 @@ def test_register_covers_every_divergence_of_the_spec_and_nothing_else():
     assert ids == divergences
 
 
-def test_mkfs_entries_carry_versions_and_component():
+def test_mkfs_entries_are_the_registry_mkfs_quirks_with_their_versions():
     mkfs = [f for f in fr.load(fr.REGISTER.read_text()) if f.component == "mkfs.erofs"]
-    assert {f.id for f in mkfs} == {"M1", "M2", "M3", "M4", "M5"}
+    registered = {q.name for q in profiles.QUIRKS
+                  if getattr(q, "component", "containerd") == "mkfs.erofs"}
+    assert {f.quirk for f in mkfs} == registered
     for f in mkfs:
         assert "1.8.6 (trixie)" in dict(f.versions)["erofs-utils"]
-        assert f.reproducer == "apply/tar-features"
+        assert f.reproducer in ("apply/tar-features", "apply/dialects")
+
+
+def test_a_tool_quirk_range_is_shown_as_that_tools_range():
+    text = fr.markdown(fr.load(fr.REGISTER.read_text()), profiles.QUIRKS_BY_NAME, {},
+                       lambda n: True, pinned=["v2.4.2"])
+    row = next(l for l in text.splitlines() if l.startswith("| [M1]"))
+    assert "erofs-utils `<1.9.4`" in row and "v2.4.2" not in row
 
 
 def test_cli_check_passes_on_the_repository(capsys):
@@ -112,6 +121,9 @@ def test_minimal_register_loads_and_joins_the_registry():
     (dict(quirk=None), "`versions.containerd` is required"),
     (dict(quirk=None, versions='{containerd: "*"}', kind="bug"), "`kind` must be one of"),
     (dict(reproducer="null", reproducer_pending="soon"), "needs a `reproducer`"),
+    (dict(component="mkfs.erofs"), "is a containerd quirk, not mkfs.erofs"),
+    (dict(id="M2", quirk="pax-global-path-applied", component="mkfs.erofs"),
+     "`versions.containerd` is required"),
 ])
 def test_bad_entries_give_one_paragraph_errors_with_file_line_and_entry(changes, cause):
     with pytest.raises(fr.RegisterError) as e:
@@ -145,6 +157,9 @@ def test_problems_name_missing_quirks_and_scenarios_but_allow_pending():
     found = fr.problems([patched], registry[:1], lambda n: True, lambda p: False)
     assert any("patch 'elsewhere/x.patch' does not exist" in p for p in found)
     assert any("patches live under findings/patches/" in p for p in found)
+    (cased,) = fr.load(_entry(case="dialects/none.tar"))
+    found = fr.problems([cased], registry[:1], lambda n: True, lambda p: False)
+    assert any("case 'fixtures/dialects/none.tar' does not exist" in p for p in found)
 
 
 # -- rendering (pure) ------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 ``python -m harness.report.findings > docs/findings.md`` regenerates the document;
 ``python -m harness.report.findings --check`` only validates (exit 1 on problems, 2 on a broken
-file). An entry that names a registry quirk takes its containerd version range, scope and kind
-from ``harness/reference/profiles.py``; the scenarios that show the quirk come from
+file). An entry that names a registry quirk takes its version range (of the quirk's component:
+containerd, or erofs-utils for mkfs.erofs), scope and kind from ``harness/reference/profiles.py``; the scenarios that show the quirk come from
 ``profiles.scenarios_by_quirk()``. ``load`` and ``markdown`` are pure (text in, data/text out);
 reading files happens in ``main`` only.
 """
@@ -30,7 +30,10 @@ _ID_RE = re.compile(r"^[BM]\d+$")
 _REF_RE = re.compile(r"^([\w.-]+)/([\w.-]+)(?:#(\d+)|@([0-9a-f]{7,40}))$")
 _KEYS_REQUIRED = ("id", "component", "code", "title", "impact", "versions", "reproducer",
                   "upstream", "fix")
-_KEYS_OPTIONAL = ("quirk", "kind", "reproducer_pending", "test", "patch")
+_KEYS_OPTIONAL = ("quirk", "kind", "case", "reproducer_pending", "test", "patch")
+# The `versions` key that a registry range of each component stands for.
+RANGE_KEY = {"containerd": "containerd", "mkfs.erofs": "erofs-utils", "kernel": "kernel",
+             "go-erofs": "go-erofs"}
 
 
 class RegisterError(ValueError):
@@ -44,13 +47,14 @@ class Finding:
     code: str
     title: str
     impact: str
-    versions: tuple[tuple[str, str], ...]     # (component, text); containerd only for non-quirks
+    versions: tuple[tuple[str, str], ...]     # (component, text): notes beside the registry range
     reproducer: str | None
     upstream_status: str
     upstream_refs: tuple[str, ...]
     fix: str | None
     quirk: str | None = None
     kind: str = "defect"
+    case: str | None = None                   # a fixture (under fixtures/) of the reproducer
     reproducer_pending: str | None = None
     test: str | None = None
     patch: str | None = None
@@ -139,9 +143,16 @@ def load(text: str, source: str = "findings/findings.yaml",
                            f"{q.spec_id or '(none)'}, not {fid}")
             if "kind" in raw:
                 raise _err(source, line, entry, "`kind` comes from the registry for a quirk")
-            if "containerd" in dict(vers):
+            qcomp = getattr(q, "component", "containerd")
+            if qcomp != component:
+                raise _err(source, line, entry, f"the registry says quirk {quirk!r} is a "
+                           f"{qcomp} quirk, not {component}")
+            if qcomp == "containerd" and "containerd" in dict(vers):
                 raise _err(source, line, entry, "`versions.containerd` comes from the registry "
                            "for a quirk; remove it")
+            if qcomp != "containerd" and "containerd" not in dict(vers):
+                raise _err(source, line, entry, "`versions.containerd` is required: the "
+                           f"registry range of a {qcomp} quirk is not a containerd range")
             kind = q.kind
         else:
             kind = _text(raw, "kind", source, entry, optional=True) or "defect"
@@ -170,7 +181,8 @@ def load(text: str, source: str = "findings/findings.yaml",
             versions=vers, reproducer=reproducer, upstream_status=status, upstream_refs=refs,
             fix=_text(raw, "fix", source, entry, optional=True), quirk=quirk, kind=kind,
             reproducer_pending=pending, test=_text(raw, "test", source, entry, optional=True),
-            patch=_text(raw, "patch", source, entry, optional=True), line=line))
+            patch=_text(raw, "patch", source, entry, optional=True),
+            case=_text(raw, "case", source, entry, optional=True), line=line))
     return out
 
 
@@ -189,7 +201,8 @@ def problems(findings: Sequence[Finding], registry: Iterable[profiles.Quirk],
         if f.reproducer and not scenario_exists(f.reproducer) and not f.reproducer_pending:
             out.append(f"findings/findings.yaml:{f.line}: {f.id}: reproducer scenario "
                        f"{f.reproducer!r} does not exist (scenarios/{f.reproducer}.yaml)")
-        for label, path in (("test", f.test), ("patch", f.patch)):
+        for label, path in (("test", f.test), ("patch", f.patch),
+                            ("case", f.case and f"fixtures/{f.case}")):
             if path and not file_exists(path):
                 out.append(f"findings/findings.yaml:{f.line}: {f.id}: {label} {path!r} does "
                            "not exist")
@@ -251,26 +264,32 @@ def markdown(findings: Sequence[Finding], registry: Mapping[str, profiles.Quirk]
         "One entry per divergence of containerd's EROFS differ ([spec.md](spec.md) §7) and per",
         "defect of a component it relies on (§7.1): what goes wrong, for whom, in which",
         "versions, the smallest scenario that shows it, what upstream knows, and a fix where a",
-        "small one exists. Containerd version ranges come from the registry; \"pinned\" lists",
-        "the versions of `oracle/versions.txt` inside the range.",
+        "small one exists. Version ranges of registered quirks come from the registry, as",
+        "ranges of the component's own versions (containerd, or erofs-utils for mkfs.erofs);",
+        "\"pinned\" lists the containerd versions of `oracle/versions.txt` inside a containerd",
+        "range.",
         "",
-        "| id | registry name | component | containerd | pinned | upstream | reproducer |",
+        "| id | registry name | component | versions | pinned | upstream | reproducer |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for f in findings:
         q = registry.get(f.quirk) if f.quirk else None
-        rng = q.versions if q else dict(f.versions).get("containerd", "")
-        rng_for_pinned = q.versions if q else None
+        qcomp = getattr(q, "component", "containerd") if q else None
+        if q:
+            rng = f"{RANGE_KEY.get(qcomp, qcomp)} `{_cell(q.versions)}`"
+        else:
+            rng = f"containerd `{_cell(dict(f.versions).get('containerd', ''))}`"
+        rng_for_pinned = q.versions if q and qcomp == "containerd" else None
         name = f"`{f.quirk}`" if f.quirk else "—"
         if f.reproducer and scenario_exists(f.reproducer):
-            repro = scenario_link(f.reproducer)
+            repro = scenario_link(f.reproducer) + (f" (`{f.case}`)" if f.case else "")
         elif f.reproducer:
             repro = f"`{f.reproducer}` (pending)"
         elif f.test:
             repro = f"test: `{f.test}`"
         else:
             repro = "—"
-        out.append(f"| [{f.id}](#{f.id.lower()}) | {name} | {f.component} | `{_cell(rng)}` | "
+        out.append(f"| [{f.id}](#{f.id.lower()}) | {name} | {f.component} | {rng} | "
                    f"{_pinned(rng_for_pinned, pinned) if rng_for_pinned else '—'} | "
                    f"{_cell(_prose(f.upstream_status))} | {repro} |")
     out += ["", "## Entries"]
@@ -289,13 +308,16 @@ def markdown(findings: Sequence[Finding], registry: Mapping[str, profiles.Quirk]
         out.append(f"- **Spec:** [{spec_ref}](spec.md)")
         vers = []
         if q:
-            vers.append(f"containerd `{q.versions}`"
-                        + (f" (pinned: {_pinned(q.versions, pinned)})" if pinned else ""))
+            qcomp = getattr(q, "component", "containerd")
+            vers.append(f"{RANGE_KEY.get(qcomp, qcomp)} `{q.versions}` (registry)"
+                        + (f", pinned: {_pinned(q.versions, pinned)}"
+                           if pinned and qcomp == "containerd" else ""))
         for comp, text in f.versions:
             vers.append(f"{comp} `{text}`" if comp == "containerd" else f"{comp}: {text}")
         out.append("- **Versions:** " + "; ".join(vers))
+        case = f", case `{f.case}`" if f.case else ""
         if f.reproducer and scenario_exists(f.reproducer):
-            out.append(f"- **Reproducer:** {scenario_link(f.reproducer)}")
+            out.append(f"- **Reproducer:** {scenario_link(f.reproducer)}{case}")
         elif f.reproducer:
             out.append(f"- **Reproducer:** `{f.reproducer}` — {f.reproducer_pending}")
         elif f.test:
