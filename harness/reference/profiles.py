@@ -2,9 +2,8 @@
 
 A *quirk* is one way containerd's EROFS differ departs from the intended behaviour (the OCI
 image-spec layer format, and what the walking differ does where the two differ). Each has a
-kebab-case name, the id it has in the research spec (`/work/shared/research/containerd-erofs-
-differ-spec.md` §7, B1–B17; B18+ were found while writing the reference), the containerd versions
-it applies to, and a scope:
+kebab-case name, the id it has in docs/spec.md (§7, B1–B21; B18+ were found while writing the
+reference), the containerd versions it applies to, and a scope:
 
 - ``compare``: the reference Compare (walk.py, changes.py, compare.py) has a switch for it and
   reads ``profile.has(name)``; nothing there branches on version strings.
@@ -85,7 +84,7 @@ def version_predicate(spec: str) -> Callable[[Version], bool]:
 @dataclass(frozen=True)
 class Quirk:
     name: str                  # kebab-case switch name, read by the differ via profile.has()
-    spec_id: str               # B-number in the research spec §7 (B18+ found in this package);
+    spec_id: str               # B-number in docs/spec.md §7 (B18+ found in this package);
                                # "" for a switch that is no quirk
     description: str           # one line: what containerd does, then what `spec` does instead
     reference: str             # spec section and upstream issue/PR
@@ -437,9 +436,9 @@ def markdown() -> str:
         "`harness/reference/profiles.py`; edit the registry, not this file.",
         "",
         "A quirk is one way containerd's EROFS differ departs from the intended behaviour",
-        "(OCI image-spec layer format; the walking differ where they differ). Ids B1–B17 are",
-        "those of `/work/shared/research/containerd-erofs-differ-spec.md` §7; B18+ were found",
-        "while writing the Python reference.",
+        "(OCI image-spec layer format; the walking differ where they differ). Ids are those of",
+        "[spec.md](spec.md) §7 (B18+ were found while writing the Python reference); what each",
+        "means for a user, and its upstream status, is in [findings.md](findings.md).",
         "",
         "Profiles: `containerd@vX.Y.Z` (v2.1.0 … v2.4.x) enables every quirk and switch whose",
         "version range holds; `spec` enables no quirk (and the newest version's switches). The",

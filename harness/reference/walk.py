@@ -5,7 +5,7 @@ symlinks); each entry is classified against the lower with ``os.stat`` and repor
 ``handle(kind, path, stat)``, path being b"/a/b". Deletions come only from the upper's own
 markers: a char 0/0 device (whiteout) and an opaque directory (``trusted.overlay.opaque`` then
 ``user.overlay.opaque`` == b"y"), reported as a Delete of ``<dir>/.wh..opq``. Spec sections
-refer to /work/shared/research/containerd-erofs-differ-spec.md §2.
+refer to docs/spec.md §2.
 
 Paths are bytes throughout (Linux names need not be UTF-8). Errors are ``GoError`` whose str()
 is the text Go would produce (``stat <path>: not a directory``). Quirk switches are read from

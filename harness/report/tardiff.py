@@ -7,7 +7,7 @@ read is described in ``problems``.
 
 ``diff_tars`` finds the first entry whose bytes differ and says which effective fields
 differ, or — when a reader would see the same entry — which raw bytes differ and the Go
-``archive/tar`` rule that decides them (spec §3.5 of containerd-erofs-differ-spec.md).
+``archive/tar`` rule that decides them (docs/spec.md §3.5).
 """
 from __future__ import annotations
 
