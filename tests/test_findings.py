@@ -86,15 +86,15 @@ def test_mkfs_entries_are_the_registry_mkfs_quirks_with_their_versions():
                   if getattr(q, "component", "containerd") == "mkfs.erofs"}
     assert {f.quirk for f in mkfs} == registered
     for f in mkfs:
-        assert "1.8.6 (trixie)" in dict(f.versions)["erofs-utils"]
-        assert f.reproducer in ("apply/tar-features", "apply/dialects")
+        assert "1.8.6" in dict(f.versions)["erofs-utils"]
+        assert f.reproducer in ("apply/tar-features", "apply/dialects", "apply/media-types")
 
 
 def test_a_tool_quirk_range_is_shown_as_that_tools_range():
     text = fr.markdown(fr.load(fr.REGISTER.read_text()), profiles.QUIRKS_BY_NAME, {},
                        lambda n: True, pinned=["v2.4.2"])
     row = next(l for l in text.splitlines() if l.startswith("| [M1]"))
-    assert "erofs-utils `<1.9.4`" in row and "v2.4.2" not in row
+    assert "erofs-utils `<1.9.2`" in row and "v2.4.2" not in row
 
 
 def test_cli_check_passes_on_the_repository(capsys):

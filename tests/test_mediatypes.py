@@ -291,7 +291,7 @@ def test_apply_scenario_files(path):
         for key in ("mkfs_options", "check"):
             v = c.get(key, section.get(key, []))
             assert isinstance(v, list) and all(isinstance(x, str) for x in v)
-        assert set(c.get("check", section.get("check", []))) <= {"descriptor", "error", "image"}
+        assert set(c.get("check", section.get("check", []))) <= {"descriptor", "error", "image", "meaning"}
         assert isinstance(c.get("tar_index", section.get("tar_index", False)), bool)
         ann = c.get("descriptor", {}).get("annotations", {})
         assert all(isinstance(k, str) and isinstance(v, str) for k, v in ann.items())

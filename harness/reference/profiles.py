@@ -191,75 +191,78 @@ QUIRKS: tuple[Quirk, ...] = (
           "A PAX time with fewer than 9 fraction digits (`mtime=1795983873.5`, as GNU tar and "
           "Go's archive/tar write it) is read as that many nanoseconds (.5 -> 5 ns, "
           ".66737128 -> 66737128 ns); spec: the fraction is a decimal fraction of a second.",
-          "spec §5.6; POSIX pax 'mtime'; seen on 1.8.6, fixed in 1.9.4 (same input)",
-          versions="<1.9.4", scope="meaning", component="mkfs.erofs"),
+          "spec §7.1 M1; POSIX pax 'mtime'; seen on 1.8.6, not on 1.9.4; fixed in 1.9.2 "
+          "(erofs-utils 3166f1d)",
+          versions="<1.9.2", scope="meaning", component="mkfs.erofs"),
     Quirk("pax-global-path-applied", "M2",
           "A PAX global header (`g`) with a `path` record renames every later entry to that "
           "path, so the image holds one file; spec (Go archive/tar, containerd's default "
           "applier): a global header is its own entry and changes no other entry's name.",
-          "spec §5.6; seen on 1.8.6 and 1.9.4", versions="*", scope="meaning",
+          "spec §7.1; seen on 1.8.6 and 1.9.4", versions="*", scope="meaning",
           component="mkfs.erofs"),
     Quirk("gnu-sparse-1-unexpanded", "M3",
           "A GNU sparse 1.0 entry (PAX `GNU.sparse.major=1`, `tar --sparse --format=pax`) is "
           "stored as `GNUSparseFile.<pid>/<name>` holding the sparse map and the data blocks "
           "packed; spec: the file `<name>` at its real size, holes as zeros.",
-          "spec §5.6; seen on 1.8.6 and 1.9.4", versions="*", scope="meaning",
+          "spec §7.1; seen on 1.8.6 and 1.9.4", versions="*", scope="meaning",
           component="mkfs.erofs"),
     Quirk("implicit-dir-defaults", "M4",
           "A directory the tar implies (a parent of an entry) but never lists is created with "
           "mode 0777; spec (containerd's default applier): mode 0755.",
-          "spec §5.6; erofs-utils lib/tar.c; seen on 1.8.6 and 1.9.4", versions="*",
+          "spec §7.1; erofs-utils lib/tar.c; seen on 1.8.6 and 1.9.4", versions="*",
           scope="meaning", component="mkfs.erofs"),
     Quirk("nul-numeric-field-refused", "M5",
           "A header whose numeric fields (uid, gid) are all NUL bytes, as `npm pack` writes, "
           "is refused as `invalid tar @ <offset>`; spec (Go archive/tar): an all-NUL numeric "
           "field is 0, and containerd's default applier unpacks the layer.",
-          "spec §5.6; seen on 1.8.6 and 1.9.4", versions="*", scope="meaning",
+          "spec §7.1; seen on 1.8.6 and 1.9.4", versions="*", scope="meaning",
           component="mkfs.erofs"),
     Quirk("truncated-data-loops", "M6",
           "A tar cut inside a file's data makes mkfs.erofs loop forever at end of input "
           "(`write(fd, \"\", 0)` again and again), so containerd's Apply never returns; spec: "
           "an error (`unexpected EOF`).",
-          "spec §5.6; seen on 1.8.6; 1.9.4 fails at once (same input)",
-          versions="<1.9.4", scope="meaning", component="mkfs.erofs"),
+          "spec §7.1 M6; seen on 1.8.6; 1.9.4 fails at once; fixed in 1.9.1 (erofs-utils "
+          "aa169fb, erofs-utils#43)", versions="<1.9.1", scope="meaning", component="mkfs.erofs"),
     Quirk("base256-negative-refused", "M7",
           "A header with a negative base-256 number (a pre-1970 mtime, as GNU tar writes it) "
           "is refused as `invalid tar @ <offset>`; spec (Go archive/tar): base-256 numbers are "
           "signed, and containerd's default applier unpacks the layer.",
-          "spec §5.6; seen on 1.8.6; 1.9.4 accepts the same input", versions="<1.9.4",
+          "spec §7.1 M7; seen on 1.8.6, not on 1.9.4; fixed in 1.8.8 (erofs-utils c1f655e)",
+          versions="<1.8.8",
           scope="meaning", component="mkfs.erofs"),
     Quirk("bare-whiteout-empty-dirent", "M8",
           "A bare `.wh.` entry (a whiteout of the empty name) or `.wh..wh.` becomes a directory "
           "entry with an empty name: the kernel rejects the directory as corrupt (EUCLEAN, "
           "`bogus dirent`), so nothing in it can be listed; spec (containerd's default "
           "applier): the layer is refused (`invalid whiteout name`).",
-          "spec §5.6; seen on 1.8.6 and 1.9.4", versions="*", scope="meaning",
+          "spec §7.1; seen on 1.8.6 and 1.9.4", versions="*", scope="meaning",
           component="mkfs.erofs"),
     Quirk("v7-header-refused", "M9",
           "A pre-POSIX V7 header (no `ustar` magic, as `tar --format=v7` writes) is refused as "
           "`invalid tar magic @ <offset>`; spec (Go archive/tar, containerd's default applier): "
           "V7 headers are read.",
-          "spec §5.6; seen on 1.8.6 and 1.9.4", versions="*", scope="meaning",
+          "spec §7.1; seen on 1.8.6 and 1.9.4", versions="*", scope="meaning",
           component="mkfs.erofs"),
     Quirk("eof-without-end-blocks-refused", "M10",
           "A tar that ends at a header boundary without its two zero blocks (none, or only "
           "one), and an empty stream, are refused as `failed to read header block @ <end>`; "
           "spec (Go archive/tar, containerd's default applier): a clean end of stream there "
           "ends the archive.",
-          "spec §5.6; seen on 1.8.6; 1.9.4 accepts the same inputs", versions="<1.9.4",
+          "spec §7.1 M10; seen on 1.8.6, not on 1.9.4; fixed in 1.9.0 (erofs-utils 0c15713)",
+          versions="<1.9.0",
           scope="meaning", component="mkfs.erofs"),
     Quirk("dotdot-leaves-directories", "M11",
           "A name that climbs with `..` (`ok/../../up`) leaves the directories it passed "
           "through (`/ok`) in the image; spec (containerd's default applier): the name is "
           "cleaned first (`/up`) and nothing else is created.",
-          "spec §5.6; seen on 1.8.6 and 1.9.4", versions="*", scope="meaning",
+          "spec §7.1; seen on 1.8.6 and 1.9.4", versions="*", scope="meaning",
           component="mkfs.erofs"),
     Quirk("tar-input-decompressed", "M12",
           "With --tar=f, a gzip or zstd stream is decompressed by mkfs.erofs itself, so the erofs "
           "differ applies a compressed blob whose media type says plain tar (its digest, not the "
           "tar's, becomes the diffID), while containerd's default applier refuses it as a broken "
           "tar; spec: the stream is the tar the media type names.",
-          "spec §5.1, §5.6; seen on 1.9.4, not on 1.8.6 (which refuses the stream)",
+          "spec §5.1, §7.1 M12; seen on 1.9.4, not on 1.8.6 (which refuses the stream)",
           versions=">=1.9.4", scope="meaning", component="mkfs.erofs"),
     # -- containerd's default applier (the walking differ's Apply), the meaning check's second
     # opinion: where it refuses a layer the erofs differ accepts.
@@ -268,12 +271,12 @@ QUIRKS: tuple[Quirk, ...] = (
           "'S', `tar --sparse --format=gnu`): `unhandled tar header type 83`, while the erofs "
           "differ applies the layer; spec: Go's archive/tar reads the entry as a regular file "
           "with holes.",
-          "spec §5.6; containerd pkg/archive/tar.go createTarFile", scope="meaning"),
+          "spec §7 B22; containerd pkg/archive/tar.go createTarFile", scope="meaning"),
     Quirk("applier-clamps-pre-epoch-mtime", "B23",
           "containerd's default applier sets an mtime before 1970 (negative in the tar) to the "
           "epoch (pkg/archive boundTime), while the erofs differ keeps the tar's value (once "
           "mkfs.erofs accepts it, 1.9.4); spec: the tar's mtime.",
-          "spec §5.6; containerd pkg/archive/time.go boundTime", scope="meaning"),
+          "spec §7 B23; containerd pkg/archive/time.go boundTime", scope="meaning"),
     # -- Engine-level (documented; the reference never reaches these states) -------------------
     Quirk("empty-mounts-panic", "B9",
           "MountsToLayer indexes mounts[0] without a length check: an empty upper panics.",
