@@ -431,3 +431,64 @@ def test_meaning_against_containerd(oracle, label):
                 "\n".join(d.render() for d in diffs)
     finally:
         shutil.rmtree(target, ignore_errors=True)
+
+
+# --- Hypothesis: random layers over random parents, containerd vs the model ----------------------
+
+from hypothesis import HealthCheck, event, given, settings, strategies as st  # noqa: E402
+
+_NAMES = ["a", "b", "a/b", "a/c", "b/a", "a/b/c", ".wh.a", ".wh.b", "a/.wh.b", "a/.wh.c",
+          ".wh..wh..opq", "a/.wh..wh..opq", "a/b/.wh..wh..opq", "../a", "/b", "./a/../c", "c"]
+_TARGETS = ["a", "b", "a/b", "c", "/a", "../..", "/", "..", "a/../b", "nope"]
+
+
+@st.composite
+def _entry(draw):
+    name = draw(st.sampled_from(_NAMES))
+    kind = draw(st.sampled_from(["dir", "file", "file", "link", "symlink", "fifo", "char"]))
+    mode = draw(st.sampled_from([0o755, 0o644, 0o700, 0o4755, 0o2775, 0o1777, 0o000]))
+    mtime = draw(st.sampled_from([T0, T0 + 1, T0 + 999999999, 0, -S, 5 * S + 7]))
+    uid, gid = draw(st.sampled_from([(0, 0), (1, 2), (65534, 65534), (-1, -1), (3000000000, 7)]))
+    if kind == "dir":
+        return D(name, mode, mtime, uid=uid, gid=gid)
+    if kind == "file":
+        pax = {"SCHILY.xattr.user.x": b"v"} if draw(st.booleans()) else {}
+        return F(name, draw(st.sampled_from([b"", b"x", b"hello"])), mode, mtime, uid=uid,
+                 gid=gid, pax=pax)
+    if kind == "link":
+        return L(name, draw(st.sampled_from(_TARGETS)), mode, mtime, uid=uid, gid=gid)
+    if kind == "symlink":
+        return SYM(name, draw(st.sampled_from(_TARGETS)), mtime, uid=uid, gid=gid)
+    typ = TYPE_FIFO if kind == "fifo" else TYPE_CHAR
+    return Header(name.encode(), typ, mode=mode, mtime_ns=mtime, uid=uid, gid=gid, devmajor=1,
+                  devminor=3), b""
+
+
+@settings(max_examples=int(os.environ.get("MEANING_EXAMPLES", "60")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(parent=st.lists(_entry(), max_size=5), entries=st.lists(_entry(), min_size=1, max_size=6))
+def test_hypothesis_meaning_against_containerd(oracle, parent, entries):
+    o, td = oracle
+    target = os.path.join(td, "h-" + uuid.uuid4().hex[:8])
+    os.mkdir(target)
+    os.chmod(target, 0o755)
+    try:
+        if go_apply_dir(o, td, layer(*parent), target) is not None:
+            event("parent refused by containerd")
+            return                                       # only parents containerd can make
+        before = treeview.capture(target)
+        started = time.time_ns() - S
+        blob = layer(*entries)
+        err = go_apply_dir(o, td, blob, target)
+        m = meaning(io.BytesIO(blob), before, root=MODEL_ROOT)
+        assert m.error == err
+        event("layer refused" if err else "layer applied")
+        if err is None:
+            got = treeview.capture(target)
+            stale = [p for p in sorted(m.volatile) if p in got and got[p].mtime_ns < started]
+            assert not stale, f"modelled as touched while applying, but not: {stale}"
+            diffs = treeview.diff(masked(got, m.volatile), masked(m.tree, m.volatile))
+            assert not diffs, "containerd (before) vs meaning (after):\n" + \
+                "\n".join(d.render() for d in diffs)
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
