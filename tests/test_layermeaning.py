@@ -18,7 +18,7 @@ import pytest
 from harness import treeview
 from harness.reference.gotar import (
     TYPE_BLOCK, TYPE_CHAR, TYPE_DIR, TYPE_FIFO, TYPE_LINK, TYPE_REG, TYPE_SYMLINK, TYPE_XGLOBAL,
-    ZERO_TIME_NS, Format, Header, write_tar,
+    ZERO_TIME_NS, Format, Header, TarWriter, write_tar,
 )
 from harness.reference.layermeaning import meaning
 from harness.treeview import Node
@@ -492,3 +492,44 @@ def test_hypothesis_meaning_against_containerd(oracle, parent, entries):
                 "\n".join(d.render() for d in diffs)
     finally:
         shutil.rmtree(target, ignore_errors=True)
+
+
+def test_streaming_with_bounded_memory():
+    """A 256 MiB file streams through: hashed as it goes, never held in memory."""
+    import tracemalloc
+
+    size = 256 << 20
+    out = bytearray()
+    tw = TarWriter(out.extend)
+    tw.write_header(Header(b"big/", TYPE_DIR, mode=0o755, mtime_ns=T0))
+    tw.write_header(Header(b"big/f", TYPE_REG, size=size, mode=0o644, mtime_ns=T0))
+    head = bytes(out)                                   # the data and end blocks are synthesised
+
+    class Synth(io.RawIOBase):
+        """The header, then `size` zero bytes and the end blocks, made up as they are read."""
+
+        def __init__(self):
+            self.pos, self.end = 0, len(head) + size + 1024
+
+        def readable(self):
+            return True
+
+        def readinto(self, b):
+            n = min(len(b), self.end - self.pos)
+            chunk = head[self.pos:self.pos + n] if self.pos < len(head) else b""
+            b[:len(chunk)] = chunk
+            b[len(chunk):n] = bytes(n - len(chunk))
+            self.pos += n
+            return n
+
+    tracemalloc.start()
+    try:
+        m = meaning(Synth())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert m.error is None
+    assert m.tree[b"/big/f"].size == size
+    assert m.tree[b"/big/f"].digest == \
+        "a6d72ac7690f53be6ae46ba88506bd97302a093f7108472bd9efc3cefda06484"   # sha256 of 256 MiB of zeros
+    assert peak < 16 << 20, f"peak traced memory {peak} bytes"
