@@ -210,6 +210,11 @@ def test_whiteout_names_that_name_no_child_are_refused():
     assert m.error is None and b"/.wh.x" not in m.tree
 
 
+def test_lstat_follows_symlinks_on_the_way_like_the_kernel():
+    m = apply(SYM("a", "a"), D("a/b/c"))
+    assert m.error == "failed to get root path: lstat /rootfs/a/b: too many levels of symbolic links"
+
+
 def test_root_entry_is_ignored():
     m = apply(D(".", 0o700), F("f", b"x"))
     assert m.tree[b"/"] == dnode(mtime=0) and any("resolves to the root" in n for n in m.notes)
@@ -360,6 +365,9 @@ DIFF_CASES = {
     "symlinked-parent": (None, layer(D("etc"), SYM("link", "/etc"), SYM("up", "../../.."),
                                      F("link/f", b"1"), F("up/g", b"2"))),
     "symlink-loop": (None, layer(SYM("a", "b"), SYM("b", "a"), F("a/f"))),
+    # continuity's walk lstats "<root>/a/b" with a -> a: the kernel follows a on the way.
+    "symlink-self-on-the-way": (None, layer(SYM("a", "a"), D("a/b/c"))),
+    "symlink-chain-absolute": (None, layer(D("t"), SYM("x", "y"), SYM("y", "/t"), F("x/f", b"1"))),
     "file-as-parent": (None, layer(F("f"), F("f/x"))),
     "file-as-grandparent": (None, layer(F("f"), F("f/x/y"))),
     "root-entry": (None, layer(D(".", 0o700), F("f", b"x"))),

@@ -36,6 +36,8 @@ ENOENT = "no such file or directory"
 ENOTDIR = "not a directory"
 EPERM = "operation not permitted"
 EINVAL = "invalid argument"
+ELOOP = "too many levels of symbolic links"
+MAX_SYMLINKS = 40                    # the kernel's limit per path lookup
 POSIX_ACLS = (b"system.posix_acl_access", b"system.posix_acl_default")
 
 
@@ -60,6 +62,9 @@ class _Inode:
         self.size = self.digest = self.target = self.rdev = None
         self.xattrs: dict = {}
         self.children: dict | None = {} if type == "dir" else None
+
+
+_HOST_DIR = _Inode("dir")             # a directory above the root (its only child on the way)
 
 
 # --- Go's path/filepath on bytes --------------------------------------------------------------
@@ -119,23 +124,56 @@ class _FS:
     def __init__(self, root: bytes, top: _Inode):
         self.root, self.top = root, top
 
-    def _parts(self, path: bytes) -> list[bytes]:
-        rel = path[len(self.root):] if path.startswith(self.root) else None
-        if rel is None or (rel and not rel.startswith(b"/") and self.root != b"/"):
-            raise AssertionError(f"path outside the modelled root: {path!r}")
-        return [p for p in rel.split(b"/") if p]
-
     def lstat(self, path: bytes) -> _Inode | None:
-        """lstat(2): None for ENOENT; ApplyError text `not a directory` when a component on the
-        way is not a directory."""
-        node = self.top
-        parts = self._parts(path)
-        for i, name in enumerate(parts):
-            if node.type != "dir":
-                raise OSError(ENOTDIR)
-            node = node.children.get(name)
-            if node is None:
+        """lstat(2) on an absolute path: None for ENOENT; OSError(`not a directory`, `too many
+        levels of symbolic links`). Like the kernel, symlinks on the way (not the last component)
+        are followed, at most 40. A path that leaves the root through them is on the host, which
+        is not modelled: it is taken as missing."""
+        comps = [c for c in path.split(b"/") if c]
+        cur: list[bytes] = []                # canonical components from "/"
+        rootc = [c for c in self.root.split(b"/") if c]
+        budget = MAX_SYMLINKS
+        node: _Inode | None = None
+        while comps:
+            c = comps.pop(0)
+            if c == b".":
+                continue
+            if c == b"..":
+                if cur:
+                    cur.pop()
+                continue
+            if cur[:len(rootc)] != rootc:                      # above the root: the host
+                if cur + [c] == rootc[:len(cur) + 1]:
+                    cur.append(c)
+                    continue
                 return None
+            d = self._at(cur[len(rootc):])
+            if d.type != "dir":
+                raise OSError(ENOTDIR)
+            node = d.children.get(c)
+            if node is None:
+                if comps:
+                    return None                                 # ENOENT on the way
+                return None
+            if node.type == "symlink" and comps:
+                budget -= 1
+                if budget < 0:
+                    raise OSError(ELOOP)
+                target = [t for t in node.target.split(b"/") if t]
+                comps = target + comps
+                if node.target.startswith(b"/"):
+                    cur = []
+                continue
+            cur.append(c)
+        if cur[:len(rootc)] != rootc:
+            return _HOST_DIR if cur == rootc[:len(cur)] else None
+        return self._at(cur[len(rootc):])
+
+    def _at(self, rel: list) -> _Inode:
+        """The inode at canonical components below the root (all directories on the way)."""
+        node = self.top
+        for c in rel:
+            node = node.children[c]
         return node
 
     def parent_of(self, path: bytes) -> tuple[_Inode | None, bytes]:
