@@ -453,7 +453,10 @@ _TARGETS = ["a", "b", "a/b", "c", "/a", "../..", "/", "..", "a/../b", "nope"]
 @st.composite
 def _entry(draw):
     name = draw(st.sampled_from(_NAMES))
-    kind = draw(st.sampled_from(["dir", "file", "file", "link", "symlink", "fifo", "char"]))
+    kind = draw(st.sampled_from(["dir", "file", "file", "link", "symlink", "fifo", "char",
+                                 "global"]))
+    if kind == "global":
+        return G("pax_global_header", **({"path": name} if draw(st.booleans()) else {}))
     mode = draw(st.sampled_from([0o755, 0o644, 0o700, 0o4755, 0o2775, 0o1777, 0o000]))
     mtime = draw(st.sampled_from([T0, T0 + 1, T0 + 999999999, 0, -S, 5 * S + 7]))
     uid, gid = draw(st.sampled_from([(0, 0), (1, 2), (65534, 65534), (-1, -1), (3000000000, 7)]))
