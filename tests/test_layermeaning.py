@@ -282,6 +282,7 @@ def test_setgid_directory_gives_its_group_when_gid_is_minus_one():
 
 # --- differential against containerd's default applier (the walking differ's fs applier) -------
 
+CAPV = bytes.fromhex("0100000200200000000000000000000000000000")   # v2: cap_net_bind_service
 MOUNT_PREFIX = re.compile(r"^mount callback failed on /tmp/containerd-mount\d+: ")
 MOUNT_DIR = re.compile(r"/tmp/containerd-mount\d+")
 MODEL_ROOT = b"/ROOT"
@@ -395,6 +396,21 @@ DIFF_CASES = {
                                              "SCHILY.xattr.foo.bar": b"3"}),
                            SYM("s", "f", pax={"SCHILY.xattr.user.a": b"1"}),
                            D("d", pax={"SCHILY.xattr.user.d": b"dir"}))),
+    "capability-dropped-by-link-chown": (None, layer(
+        F("cap", b"x", mode=0o755, pax={"SCHILY.xattr.security.capability": CAPV}),
+        L("link", "cap", mode=0o755))),
+    "capability-kept-with-suid": (None, layer(
+        F("cap", b"x", mode=0o4755, uid=5, pax={"SCHILY.xattr.security.capability": CAPV}))),
+    "capability-invalid": (None, layer(F("c", pax={"SCHILY.xattr.security.capability": b"x"}))),
+    "name-too-long-file": (None, layer(F("n" * 256, b"x"))),
+    "name-too-long-dir": (None, layer(D("d" * 256))),
+    "name-too-long-parent": (None, layer(F("p" * 256 + "/f", b"x"))),
+    "name-too-long-symlink": (None, layer(SYM("s" * 256, "t"))),
+    "name-too-long-fifo": (None, layer((Header(b"f" * 256, TYPE_FIFO, mode=0o644,
+                                              mtime_ns=T0), b""))),
+    "name-too-long-link": (None, layer(F("a"), L("l" * 256, "a"))),
+    "name-too-long-whiteout": (None, layer(WH(".wh." + "w" * 252))),
+    "name-max-ok": (None, layer(F("n" * 255, b"x"))),
     "xattr-empty-name": (None, layer(F("g", pax={"SCHILY.xattr.user.": b"1"}))),
     "setgid-inherit": (layer(D("sg", 0o2775, gid=50)),
                        layer(F("sg/f", b"x", gid=-1, uid=-1), D("sg/sub"))),

@@ -37,6 +37,9 @@ ENOTDIR = "not a directory"
 EPERM = "operation not permitted"
 EINVAL = "invalid argument"
 ELOOP = "too many levels of symbolic links"
+ENAMETOOLONG = "file name too long"
+NAME_MAX = 255
+CAPABILITY = b"security.capability"
 MAX_SYMLINKS = 40                    # the kernel's limit per path lookup
 POSIX_ACLS = (b"system.posix_acl_access", b"system.posix_acl_default")
 
@@ -142,6 +145,8 @@ class _FS:
                 if cur:
                     cur.pop()
                 continue
+            if len(c) > NAME_MAX:
+                raise OSError(ENAMETOOLONG)
             if cur[:len(rootc)] != rootc:                      # above the root: the host
                 if cur + [c] == rootc[:len(cur) + 1]:
                     cur.append(c)
@@ -412,12 +417,20 @@ class _Apply:
     def create(self, path: bytes, h: T.Header, content: T.Content) -> None:
         """containerd createTarFile."""
         fs, t = self.fs, h.typeflag
-        node = fs.lstat(path)
+        try:
+            node = fs.lstat(path)
+        except OSError:
+            node = None
+        long = len(base(path)) > NAME_MAX                          # the kernel refuses to create it
         if t == T.TYPE_DIR:
             if node is None or node.type != "dir":
+                if long:
+                    raise ApplyError(f"mkdir {_s(path)}: {ENAMETOOLONG}")
                 node = _Inode("dir", gid=self._new_gid(path))
                 fs.add(path, node)
         elif t in (T.TYPE_REG, T.TYPE_REGA):
+            if long:
+                raise ApplyError(f"open {_s(path)}: {ENAMETOOLONG}")
             node = _Inode("file", gid=self._new_gid(path))
             fs.add(path, node)
             node.digest, node.size = content.hash()
@@ -425,6 +438,8 @@ class _Apply:
             if not (0 <= h.devmajor <= 0xFFFFFFFF and 0 <= h.devminor <= 0xFFFFFFFF):
                 raise ApplyError(f"device number {h.devmajor}:{h.devminor} for "
                                  f"{go_quote(h.name)} out of range: invalid archive")
+            if long:
+                raise ApplyError(ENAMETOOLONG)                     # mknod's bare errno
             node = _Inode({T.TYPE_BLOCK: "block", T.TYPE_CHAR: "char"}.get(t, "fifo"),
                           gid=self._new_gid(path))
             if t != T.TYPE_FIFO:
@@ -442,6 +457,8 @@ class _Apply:
                 raise ApplyError(f"link {_s(target)} {_s(path)}: {e}") from None
             if src is None:
                 raise ApplyError(f"link {_s(target)} {_s(path)}: {ENOENT}")
+            if long:                                               # linkat: old, then new, then EPERM
+                raise ApplyError(f"link {_s(target)} {_s(path)}: {ENAMETOOLONG}")
             if src.type == "dir":
                 raise ApplyError(f"link {_s(target)} {_s(path)}: {EPERM}")
             fs.add(path, src)
@@ -449,6 +466,8 @@ class _Apply:
         elif t == T.TYPE_SYMLINK:
             if not h.linkname:
                 raise ApplyError(f"symlink  {_s(path)}: {ENOENT}")
+            if long:
+                raise ApplyError(f"symlink {_s(h.linkname)} {_s(path)}: {ENAMETOOLONG}")
             node = _Inode("symlink", 0o777, gid=self._new_gid(path))
             node.target = h.linkname
             fs.add(path, node)
@@ -472,6 +491,9 @@ class _Apply:
             node.gid = gid
         if (uid, gid) != (h.uid, h.gid):
             self.notes.append(f"{_s(h.name)}: uid/gid {h.uid}:{h.gid} as the kernel takes them")
+        if node.type != "dir" and node.xattrs.pop(CAPABILITY, None) is not None:
+            # chown of a non-directory drops file capabilities (ATTR_KILL_PRIV), even by root.
+            self.notes.append(f"{_s(h.name)}: lchown dropped security.capability")
 
     def set_xattrs(self, path: bytes, node: _Inode, h: T.Header) -> None:
         """SCHILY.xattr.* records, as createTarFile sets them (PAX record order)."""
@@ -495,6 +517,9 @@ class _Apply:
             if len(value) > XATTR_SIZE_MAX:
                 raise ApplyError(f"failed to setxattr {go_quote(path)} for key "
                                  f"{go_quote(name)}: argument list too long")
+            if name == CAPABILITY and not valid_capability(value):
+                raise ApplyError(f"failed to setxattr {go_quote(path)} for key "
+                                 f"{go_quote(name)}: {EINVAL}")
             if ns == b"user." and node.type not in ("file", "dir"):
                 self.notes.append(f"{_s(h.name)}: xattr {_s(name)} ignored (user.* on a "
                                   f"{node.type})")
@@ -548,6 +573,14 @@ class _Apply:
                           xattrs=tuple(sorted((os.fsdecode(k), v) for k, v in n.xattrs.items())),
                           inode=("layer", id(n)) if n.type != "dir" and links[id(n)] > 1 else None)
         return out, frozenset(volatile)
+
+
+def valid_capability(v: bytes) -> bool:
+    """The kernel's check of security.capability: a v2 (20 bytes) or v3 (24 bytes) header."""
+    if len(v) not in (20, 24):
+        return False
+    rev = int.from_bytes(v[:4], "little") & 0xFF000000
+    return (rev, len(v)) in ((0x02000000, 20), (0x03000000, 24))
 
 
 def bound_time(ns: int) -> int:
