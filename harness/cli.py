@@ -56,7 +56,10 @@ def cmd_run(args) -> int:
     mkfs_versions = erofs_utils.versions() if args.mkfs == "all" else [args.mkfs]
     results = []
     for mkfs in mkfs_versions:
-        options = runner.RunOptions(containerd=args.containerd, keep=args.keep,
+        # one artifacts folder per erofs-utils version, so the runs do not overwrite each other
+        keep = os.path.join(args.keep, f"mkfs-{mkfs}") if args.keep and len(mkfs_versions) > 1 \
+            else args.keep
+        options = runner.RunOptions(containerd=args.containerd, keep=keep,
                                     keep_all=args.keep_all, timeout=args.timeout, mkfs=mkfs)
         for kernel in (kernels if args.backend == "vm" else [None]):
             try:

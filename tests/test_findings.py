@@ -122,7 +122,7 @@ def test_minimal_register_loads_and_joins_the_registry():
     (dict(quirk=None, versions='{containerd: "*"}', kind="bug"), "`kind` must be one of"),
     (dict(reproducer="null", reproducer_pending="soon"), "needs a `reproducer`"),
     (dict(component="mkfs.erofs"), "is a containerd quirk, not mkfs.erofs"),
-    (dict(id="M2", quirk="pax-global-path-applied", component="mkfs.erofs"),
+    (dict(id="M2", quirk="pax-global-records-applied", component="mkfs.erofs"),
      "`versions.containerd` is required"),
 ])
 def test_bad_entries_give_one_paragraph_errors_with_file_line_and_entry(changes, cause):

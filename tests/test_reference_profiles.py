@@ -57,8 +57,8 @@ def test_tool_quirks_follow_their_tools_version_not_containerds():
     assert "pax-fraction-as-integer-ns" not in get_profile("containerd@2.4.2").quirks
     assert tool_quirk_holds("pax-fraction-as-integer-ns", {"mkfs.erofs": "1.8.6"})
     assert not tool_quirk_holds("pax-fraction-as-integer-ns", {"mkfs.erofs": "1.9.4"})
-    assert tool_quirk_holds("pax-global-path-applied", {"mkfs.erofs": "1.9.4"})
-    assert not tool_quirk_holds("pax-global-path-applied", {})     # unknown version: no excuse
+    assert tool_quirk_holds("pax-global-records-applied", {"mkfs.erofs": "1.9.4"})
+    assert not tool_quirk_holds("pax-global-records-applied", {})     # unknown version: no excuse
 
 
 def test_apply_switches_merged_with_their_versions():

@@ -58,16 +58,57 @@ class Context:
     numeric_oddities: dict = field(default_factory=dict)   # header offset -> {"nul", ...}
     dotdot_dirs: frozenset = frozenset()     # directories a `..`-climbing name passes through
     length: int = 0                          # bytes of the tar
+    global_keys: frozenset = frozenset()     # record keys of PAX global headers (b"mtime", …)
+    pax_mtimes: dict = field(default_factory=dict)   # path -> the PAX mtime record as written
+    hardlinked: frozenset = frozenset()      # paths of hardlink entries and their targets
+    aufs_dirs: frozenset = frozenset()       # directory entries named .wh..wh.<x>
     versions: dict = field(default_factory=dict)  # component -> version ("mkfs.erofs": "1.8.6")
 
 
 # -- quirk rules: does a registered quirk explain this difference? (pure) ---------------------
 
-def _frac_as_integer_ns(before: int, after: int) -> bool:
-    """mkfs.erofs 1.8 read a PAX fraction '.66737128' as 66737128 ns (not .66737128 s)."""
-    sec, frac = divmod(before, 10**9)
+def _misread_pax_time(raw: bytes) -> set:
+    """What mkfs.erofs < 1.9.2 makes of a PAX time record: the fraction's digits taken as a
+    whole number of nanoseconds (a 32-bit one), the sign of the seconds part lost below 1."""
+    text = raw.decode("ascii", "replace")
+    ip, _, fd = text.partition(".")
+    try:
+        sec = int(ip or "0")
+        ns = int(fd or "0")
+    except ValueError:
+        return set()
+    out = set()
+    for n in (ns, ns % 2**32):
+        out |= {sec * 10**9 + n, sec * 10**9 - n, abs(sec) * 10**9 + n}
+    return out
+
+
+def _frac_as_integer_ns(d: Difference, ctx: Context) -> bool:
+    raw = ctx.pax_mtimes.get(d.path)
+    if raw is not None:
+        return b"." in raw and d.after in _misread_pax_time(raw)
+    sec, frac = divmod(d.before, 10**9)         # a path the tar gave no PAX mtime of its own
     digits = f"{frac:09d}".rstrip("0")
-    return bool(frac) and after == sec * 10**9 + int(digits or "0")
+    return bool(frac) and d.after == sec * 10**9 + int(digits or "0")
+
+
+# containerd's default applier keeps mtimes in [epoch, max int64 ns]; others become the epoch.
+MAX_TIME_NS = (1 << 63) - 1
+
+# A global record, applied by mkfs.erofs to later entries, changes this attribute.
+GLOBAL_RECORD_ATTRIBUTES = {b"mtime": "mtime", b"uid": "uid", b"gid": "gid",
+                            b"linkpath": "target", b"size": "size", b"uname": "uid",
+                            b"gname": "gid"}
+
+
+def _from_global_record(d: Difference, ctx: Context) -> bool:
+    if b"path" in ctx.global_keys:
+        return True           # every later entry renamed: nothing in the layout can be trusted
+    if d.attribute == "content":
+        return b"size" in ctx.global_keys
+    if d.attribute.startswith("xattr "):
+        return b"SCHILY.xattr." + d.attribute[len("xattr "):].encode() in ctx.global_keys
+    return any(GLOBAL_RECORD_ATTRIBUTES.get(k) == d.attribute for k in ctx.global_keys)
 
 
 def _sparse_stand_in(path: bytes, ctx: Context) -> bool:
@@ -78,18 +119,22 @@ def _sparse_stand_in(path: bytes, ctx: Context) -> bool:
 
 MEANING_RULES = {
     "pax-fraction-as-integer-ns": lambda d, ctx: d.attribute == "mtime"
-    and isinstance(d.before, int) and isinstance(d.after, int)
-    and _frac_as_integer_ns(d.before, d.after),
-    "pax-global-path-applied": lambda d, ctx: bool(ctx.global_paths)
-    and (d.attribute == "presence" or d.path in ctx.global_paths),
+    and isinstance(d.before, int) and isinstance(d.after, int) and _frac_as_integer_ns(d, ctx),
+    "pax-global-records-applied": lambda d, ctx: bool(ctx.global_keys)
+    and _from_global_record(d, ctx),
     "gnu-sparse-1-unexpanded": lambda d, ctx: bool(ctx.sparse_names)
     and _sparse_stand_in(d.path, ctx),
     "implicit-dir-defaults": lambda d, ctx: d.path in ctx.implicit_dirs
     and d.attribute == "mode" and d.after == 0o777,
     "dotdot-leaves-directories": lambda d, ctx: d.attribute == "presence" and not d.before
     and d.path in ctx.dotdot_dirs,
-    "applier-clamps-pre-epoch-mtime": lambda d, ctx: d.attribute == "mtime"
-    and d.before == 0 and isinstance(d.after, int) and d.after < 0,
+    "applier-clamps-mtime-range": lambda d, ctx: d.attribute == "mtime" and d.before == 0
+    and isinstance(d.after, int) and (d.after < 0 or d.after > MAX_TIME_NS
+                                      or b"-" in ctx.pax_mtimes.get(d.path, b"")),
+    "applier-link-header-sets-inode": lambda d, ctx: d.path in ctx.hardlinked
+    and (d.attribute in ("mode", "uid", "gid", "mtime") or d.attribute.startswith("xattr ")),
+    "aufs-dir-header-dropped": lambda d, ctx: d.path in ctx.aufs_dirs
+    and d.attribute in ("mode", "uid", "gid", "mtime"),
 }
 
 # An erofs differ error where the default applier succeeds.
@@ -106,6 +151,11 @@ ERROR_RULES = {
     "v7-header-refused": lambda err, ctx: "invalid tar magic @ 0" in err and "v7" in ctx.features,
     "eof-without-end-blocks-refused": lambda err, ctx: f"failed to read header block @ "
     f"{ctx.length}" in err and "no-end-blocks" in ctx.features,
+    # mkfs.erofs says no more than "Could not format the device" for these two
+    "pax-time-empty-fraction-refused": lambda err, ctx: "pax-empty-fraction" in ctx.features
+    and "Could not format" in err,
+    "cut-in-padding-refused": lambda err, ctx: "cut-in-padding" in ctx.features
+    and "Could not format" in err,
     "base256-negative-refused": lambda err, ctx: _refused_header(err, ctx, "base256-negative"),
 }
 
@@ -115,6 +165,8 @@ APPLIER_ERROR_RULES = {
     "tar-input-decompressed": lambda err, ctx: "compressed-stream" in ctx.features,
     "bare-whiteout-empty-dirent": lambda err, ctx: "bare-whiteout" in ctx.features
     and "invalid whiteout name" in err,
+    "cut-in-header-accepted": lambda err, ctx: "cut-in-header" in ctx.features
+    and "unexpected EOF" in err,
 }
 
 
@@ -361,16 +413,27 @@ def layer_context(tar: bytes) -> Context:
     the Go-exact reader."""
     from ..reference import tarread
     listed_dirs, parents, globals_, sparse = set(), set(), [], []
-    truncated = bare_whiteout = False
+    truncated = bare_whiteout = clean_end = truncated_header = False
     dotdot: set = set()
+    global_keys: set = set()
+    pax_mtimes: dict = {}
+    linked: set = set()
+    aufs_dirs: set = set()
     reader = tarread.TarReader(io.BytesIO(tar))
     try:
         for h, content in reader:
             if h.typeflag == tarread.TYPE_XGLOBAL:
+                global_keys |= set(h.pax or ())
                 if h.pax and b"path" in h.pax:
                     globals_.append(_clean(h.pax[b"path"]))
                 continue
             path = _clean(h.name)
+            if h.pax and b"mtime" in h.pax:
+                pax_mtimes[path] = h.pax[b"mtime"]
+            if h.typeflag == tarread.TYPE_LINK:
+                linked |= {path, _clean(h.linkname)}
+            if h.typeflag == tarread.TYPE_DIR and path.rsplit(b"/", 1)[-1].startswith(b".wh..wh."):
+                aufs_dirs.add(path)
             parts = [p for p in h.name.split(b"/") if p not in (b"", b".")]
             for i, part in enumerate(parts):
                 if part == b".." and i:
@@ -390,8 +453,10 @@ def layer_context(tar: bytes) -> Context:
             except tarread.TarError as e:
                 truncated = e.text == tarread.ERR_UNEXPECTED_EOF
                 break
-    except tarread.TarError:
-        pass
+        else:
+            clean_end = True
+    except tarread.TarError as e:             # from Next: the stream ends inside a header
+        truncated_header = e.text == tarread.ERR_UNEXPECTED_EOF
     oddities = _numeric_oddities(tar)
     features = set().union(*oddities.values()) if oddities else set()
     if globals_:
@@ -405,11 +470,19 @@ def layer_context(tar: bytes) -> Context:
         features.add("v7")
     if not truncated and not tar.endswith(bytes(1024)) and len(tar) % 512 == 0:
         features.add("no-end-blocks")
+    if truncated_header:
+        features.add("cut-in-header")
+    if clean_end and len(tar) % 512:
+        features.add("cut-in-padding")         # Go reads it whole; the last block is short
+    if any(v.endswith(b".") for v in pax_mtimes.values()):
+        features.add("pax-empty-fraction")
     return Context(implicit_dirs=frozenset(parents - listed_dirs),
                    features=frozenset(features), global_paths=tuple(globals_),
                    sparse_names=tuple(sparse), truncated_in_data=truncated,
                    numeric_oddities=oddities, dotdot_dirs=frozenset(dotdot),
-                   length=len(tar))
+                   length=len(tar), global_keys=frozenset(global_keys),
+                   pax_mtimes=pax_mtimes, hardlinked=frozenset(linked),
+                   aufs_dirs=frozenset(aufs_dirs))
 
 
 def _clean(name: bytes) -> bytes:

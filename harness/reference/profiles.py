@@ -194,10 +194,12 @@ QUIRKS: tuple[Quirk, ...] = (
           "spec §7.1 M1; POSIX pax 'mtime'; seen on 1.8.6, not on 1.9.4; fixed in 1.9.2 "
           "(erofs-utils 3166f1d)",
           versions="<1.9.2", scope="meaning", component="mkfs.erofs"),
-    Quirk("pax-global-path-applied", "M2",
-          "A PAX global header (`g`) with a `path` record renames every later entry to that "
-          "path, so the image holds one file; spec (Go archive/tar, containerd's default "
-          "applier): a global header is its own entry and changes no other entry's name.",
+    Quirk("pax-global-records-applied", "M2",
+          "Every record of a PAX global header (`g`) is applied to every later entry: a `path` "
+          "renames them all to one name (the image holds one file), and mtime, uid, gid, "
+          "linkpath, size and SCHILY.xattr records overwrite each entry's own; spec (Go "
+          "archive/tar, containerd's default applier): a global header is its own entry and "
+          "changes no other entry.",
           "spec §7.1; seen on 1.8.6 and 1.9.4", versions="*", scope="meaning",
           component="mkfs.erofs"),
     Quirk("gnu-sparse-1-unexpanded", "M3",
@@ -257,6 +259,32 @@ QUIRKS: tuple[Quirk, ...] = (
           "cleaned first (`/up`) and nothing else is created.",
           "spec §7.1; seen on 1.8.6 and 1.9.4", versions="*", scope="meaning",
           component="mkfs.erofs"),
+    Quirk("aufs-dir-header-dropped", "M13",
+          "A directory entry named `.wh..wh.<x>` (aufs' own metadata directories, e.g. "
+          "`.wh..wh.plnk/`) loses its header: the directory comes out with mkfs.erofs' defaults "
+          "(0777) when something below it keeps it; spec (containerd's default applier): a "
+          "directory with the header's mode, owner and mtime.",
+          "spec §7.1 M13; seen on 1.8.6 and 1.9.4", versions="*", scope="meaning",
+          component="mkfs.erofs"),
+    Quirk("pax-time-empty-fraction-refused", "M14",
+          "A PAX time with a point and no digits after it (`mtime=1700000000.`) is refused "
+          "with nothing but `Could not format the device`; spec (Go archive/tar, containerd's "
+          "default applier): the same as `1700000000`.",
+          "spec §7.1 M14; seen on 1.8.6 and 1.9.4", versions="*", scope="meaning",
+          component="mkfs.erofs"),
+    Quirk("cut-in-padding-refused", "M15",
+          "A tar that ends inside the zero padding after its last entry's data (no end "
+          "blocks) is refused with nothing but `Could not format the device`; spec (Go "
+          "archive/tar, containerd's default applier): every entry is whole, the archive ends "
+          "there.",
+          "spec §7.1 M15; seen on 1.8.6 and 1.9.4", versions="*", scope="meaning",
+          component="mkfs.erofs"),
+    Quirk("cut-in-header-accepted", "M16",
+          "A tar cut inside a header block (or inside its end blocks) is applied as if it "
+          "ended there, silently dropping the cut entry; spec (Go archive/tar, containerd's "
+          "default applier): `unexpected EOF`, the layer is refused.",
+          "spec §7.1 M16; seen on 1.9.4; 1.8.6 refuses the same inputs", versions=">=1.9.4",
+          scope="meaning", component="mkfs.erofs"),
     Quirk("tar-input-decompressed", "M12",
           "With --tar=f, a gzip or zstd stream is decompressed by mkfs.erofs itself, so the erofs "
           "differ applies a compressed blob whose media type says plain tar (its digest, not the "
@@ -272,11 +300,20 @@ QUIRKS: tuple[Quirk, ...] = (
           "differ applies the layer; spec: Go's archive/tar reads the entry as a regular file "
           "with holes.",
           "spec §7 B22; containerd pkg/archive/tar.go createTarFile", scope="meaning"),
-    Quirk("applier-clamps-pre-epoch-mtime", "B23",
-          "containerd's default applier sets an mtime before 1970 (negative in the tar) to the "
-          "epoch (pkg/archive boundTime), while the erofs differ keeps the tar's value (once "
-          "mkfs.erofs accepts it, 1.9.4); spec: the tar's mtime.",
+    Quirk("applier-clamps-mtime-range", "B23",
+          "containerd's default applier sets an mtime before 1970 or after 2262 (outside int64 "
+          "nanoseconds) to the epoch (pkg/archive boundTime), while the erofs differ's image "
+          "keeps the tar's value; spec: the tar's mtime.",
           "spec §7 B23; containerd pkg/archive/time.go boundTime", scope="meaning"),
+    Quirk("applier-link-header-sets-inode", "B24",
+          "containerd's default applier applies a hardlink entry's own mode, owner, mtime and "
+          "xattrs to the inode it shares with its target, so the last header of a link group "
+          "wins (a link header with mode 0, as Go's tar.Header{} gives, makes the file 0000); "
+          "the erofs differ's image keeps the target entry's metadata; spec: a hardlink entry "
+          "only names another path for the same file (POSIX ustar: its other fields are not "
+          "the file's).",
+          "spec §7 B24; containerd pkg/archive/tar.go createTarFile (Lchown, chmod, chtimes "
+          "after Link)", scope="meaning"),
     # -- Engine-level (documented; the reference never reaches these states) -------------------
     Quirk("empty-mounts-panic", "B9",
           "MountsToLayer indexes mounts[0] without a length check: an empty upper panics.",
