@@ -66,6 +66,11 @@ LIMITS = {
                       lambda d, ctx: (_xattr_name(d) or "").startswith(("user.overlay.",
                                                                         "trusted.overlay."))
                       and d.after is None),
+    "source-date-epoch": ("SOURCE_DATE_EPOCH clamps an mtime after the epoch to the epoch (the "
+                          "spec, as the walking differ does): the applied layer shows the epoch",
+                          lambda d, ctx: d.attribute == "mtime" and ctx["epoch_ns"] is not None
+                          and isinstance(d.before, int) and d.before > ctx["epoch_ns"]
+                          and d.after == ctx["epoch_ns"]),
     "user-opaque-marker": ("Compare reads a user.overlay.opaque marker as a userxattr overlay "
                            "mount would; the snapshotter's trusted-mode mount ignored it, so what "
                            "it hides showed only before",
@@ -82,10 +87,12 @@ def carried(d: Difference) -> bool:
     return d.path != b"/"
 
 
-def explain(differences, profile, before, opaque) -> tuple[dict, dict, list]:
+def explain(differences, profile, before, opaque, epoch=None) -> tuple[dict, dict, list]:
     """(quirk -> differences, limit -> differences, unexplained) for the profile's quirks.
-    `opaque` maps the upper's opaque directories to the xattr namespace that marks them."""
+    `opaque` maps the upper's opaque directories to the xattr namespace that marks them; `epoch`
+    is the Compare's SOURCE_DATE_EPOCH (seconds) or None."""
     ctx = {"before": before, "opaque": frozenset(opaque),
+           "epoch_ns": None if epoch is None else epoch * 10**9,
            "user_opaque": frozenset(p for p, ns in opaque.items() if ns == "user")}
     by_quirk: dict[str, list] = {}
     by_limit: dict[str, list] = {}
@@ -102,8 +109,8 @@ def explain(differences, profile, before, opaque) -> tuple[dict, dict, list]:
     return by_quirk, by_limit, unexplained
 
 
-def verdict(differences, profile, before, opaque, max_lines: int = 30) -> Check:
-    by_quirk, by_limit, unexplained = explain(differences, profile, before, opaque)
+def verdict(differences, profile, before, opaque, max_lines: int = 30, epoch=None) -> Check:
+    by_quirk, by_limit, unexplained = explain(differences, profile, before, opaque, epoch)
     lines = []
     if unexplained:
         lines.append(f"{len(unexplained)} difference(s) between the merged upper before Compare "
@@ -189,7 +196,7 @@ def capture_upper(oracle, st) -> tuple[dict, dict]:
         return capture(target), opaque_dirs(st.upper_dir)
 
 
-def round_trip(oracle, st, go_outcome, before, opaque, profile) -> Check:
+def round_trip(oracle, st, go_outcome, before, opaque, profile, epoch=None) -> Check:
     """Apply containerd's Compare blob with containerd's erofs Apply and compare the mount."""
     if go_outcome is None or go_outcome.error or go_outcome.blob is None:
         why = go_outcome.error.splitlines()[0] if go_outcome and go_outcome.error else "no blob"
@@ -213,7 +220,8 @@ def round_trip(oracle, st, go_outcome, before, opaque, profile) -> Check:
                 after = capture(merged)
         except MountError as e:
             return Check(NAME, Status.ERROR, f"mounting the applied layer failed: {e}")
-        return verdict(diff(before, after, mtime_precision_ns=10**9), profile, before, opaque)
+        return verdict(diff(before, after, mtime_precision_ns=10**9), profile, before, opaque,
+                       epoch=epoch)
     finally:
         with contextlib.suppress(ContainerdError):
             oracle.remove(key)
