@@ -102,7 +102,7 @@ def commit_version(commit: str) -> str:
                               "(is the Go module proxy reachable?)") from None
     version = p.stdout.strip()
     if p.returncode != 0 or not _RELEASE_RE.match(version):
-        tail = (p.stderr or p.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        tail = [l.strip() for l in (p.stderr or p.stdout).strip().splitlines()[-1:]] or ["(no output)"]
         raise OracleError(f"containerd commit {commit} is not known to the Go module proxy "
                           f"(`go list -m {MODULE}@{commit}`: {tail[0]}); give a full hash of a "
                           "pushed commit, or check the commit out and pass the folder")
