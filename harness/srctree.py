@@ -207,8 +207,8 @@ def _git(repo: str, *args: str, timeout: float = 120) -> str:
     except subprocess.TimeoutExpired:
         raise TreeError(f"`git {' '.join(args)}` in {repo} took over {timeout:.0f} s") from None
     if p.returncode != 0:
-        raise TreeError(f"`git {' '.join(args)}` failed in {repo}: "
-                        f"{(p.stderr or p.stdout).strip().splitlines()[-1:] or ['(no output)']}")
+        last = ((p.stderr or p.stdout).strip().splitlines() or ["(no output)"])[-1]
+        raise TreeError(f"`git {' '.join(args)}` failed in {repo}: {last}")
     return p.stdout
 
 

@@ -130,6 +130,19 @@ def test_resolve(tmp_path):
         oracle.resolve("no-such-thing")
 
 
+def test_cli_usage_errors(tmp_path, capsys):
+    tree = str(make_tree(tmp_path / "c"))
+    scenario = str(REPO / "scenarios" / "epoch" / "epoch-zero.yaml")
+    # fixtures/golden/ holds released versions only: a tree needs --out.
+    assert cli.main(["golden", "record", "--containerd", tree, scenario]) == 2
+    assert "give --out DIR" in capsys.readouterr().err
+    assert cli.main(["bisect", scenario, "--between", "A", "B"]) == 2
+    assert "--repo PATH" in capsys.readouterr().err
+    assert cli.main(["bisect", scenario, "--between", "A", "B", "--repo", tree]) == 2
+    err = capsys.readouterr().err                      # not a git checkout: one line, no traceback
+    assert err.startswith("layerconf: `git rev-parse") and "Traceback" not in err, err
+
+
 def test_a_tree_key_reads_as_its_base_version():
     key = "v2.4.2+tree.0123456789abcdef"
     assert profiles.parse_version(key) == profiles.parse_version("v2.4.2")
