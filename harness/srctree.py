@@ -176,11 +176,17 @@ def record_path(key: str) -> Path:
     return REPO / ".cache" / "oracle" / key / "source.json"
 
 
+# Trees registered by this process: the same content at two paths (two checkouts, parallel test
+# workers) shares a key and a binary, but each process reports the path it was given.
+_REGISTERED: dict[str, dict] = {}
+
+
 def register(tree: Tree) -> str:
     """Remember the tree under its key (for the build and the reports); returns the key."""
+    _REGISTERED[tree.key] = asdict(tree)
     p = record_path(tree.key)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(".tmp")
+    tmp = p.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(asdict(tree), indent=1) + "\n")
     os.replace(tmp, p)
     return tree.key
@@ -190,6 +196,8 @@ def lookup(key: str) -> dict | None:
     """The record of a tree key (path, sha256, files, base, base_from), or None."""
     if not is_key(key):
         return None
+    if key in _REGISTERED:
+        return dict(_REGISTERED[key])
     try:
         return json.loads(record_path(key).read_text())
     except (OSError, ValueError):
