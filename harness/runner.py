@@ -50,6 +50,7 @@ class Session:
         self._tmp = None
         self.environment: dict = {}
         self.tree = srctree.lookup(self.options.containerd)   # a source tree's record, or None
+        self._build_error: OracleError | None = None           # a failed build is not retried
 
     @property
     def base(self) -> str:
@@ -62,7 +63,13 @@ class Session:
         key = (tuple(mkfs_options), tar_index)
         if key not in self._oracles:
             if self.options.build and not self._oracles:
-                ensure_built(self.options.containerd)
+                if self._build_error is not None:
+                    raise self._build_error
+                try:
+                    ensure_built(self.options.containerd)
+                except OracleError as e:
+                    self._build_error = e
+                    raise
             root = os.path.join(self.base, f"root{len(self._oracles)}")
             oracle = Oracle(self.options.containerd, root, mkfs_options=key[0],
                             tar_index=tar_index).start()

@@ -17,10 +17,12 @@
 #
 # --tree builds against a local containerd checkout PATH (absolute) under the name KEY
 # (vX.Y.Z+tree.<hash>, from harness/srctree.py: base version + content hash). The go.mod is
-# generated in <repo>/.cache/oracle-build/KEY, never in the tree: the module files of the base
-# version (or the default's) plus `replace github.com/containerd/containerd/v2 => PATH` and the
-# tree's go.sum lines; then `go mod tidy` offline, else the missing requirements resolved offline
-# by the build itself, else `go mod tidy` through the proxy. Tags come from the base version.
+# generated in <repo>/.cache/oracle-build/KEY, never in the tree: every requirement of the tree's
+# go.mod at the tree's version (so dependencies are what the tree itself builds with, and the
+# module graph need not be walked), containerd/v2 at the base version replaced by PATH, the tree's
+# go directive; go.sum = the tree's plus the oracle's. Then `go mod tidy` offline, else the
+# build's missing requirements resolved offline, else `go mod tidy` through the module proxy.
+# Tags come from the base version.
 # Build tags select the API adapter: v2.1.x -> containerd_v21, v2.2.x -> containerd_v22,
 # later -> none; a versions.txt line may override with tags=a,b.
 # The build is skipped when a hash of all inputs (sources, module files, version, tags, Go
@@ -52,16 +54,14 @@ tags_for() { # explicit tags=... in versions.txt, else by minor version
 
 listed() { version_lines | awk -v v="$1" '$1 == v { found = 1 } END { exit !found }'; }
 
-# The module files a tree build starts from: those of its base version when present, else the
-# default's (so most requirements are already listed and resolve from the module cache).
-seed_dir() {
-  local base=$1 pinned
-  pinned=$(awk '$1 == "github.com/containerd/containerd/v2" { print $2 }' <(sed 's/^require //' "$here/go.mod"))
-  if [ "$base" != "$pinned" ] && [ -f "$here/modules/$base/go.mod" ] && [ -f "$here/modules/$base/go.sum" ]; then
-    echo "$here/modules/$base"
-  else
-    echo "$here"
-  fi
+# "module@version" for every requirement of a go.mod (single lines and require blocks).
+requirements() {
+  awk '
+    /^require[ \t]*\(/ { block = 1; next }
+    block && /^[ \t]*\)/ { block = 0; next }
+    block && NF >= 2 && $1 !~ /^\/\// { print $1 "@" $2; next }
+    /^require[ \t]+[^( \t]/ { print $2 "@" $3 }
+  ' "$1"
 }
 
 build_tree() {
@@ -70,16 +70,15 @@ build_tree() {
   local base=${BASH_REMATCH[1]}
   [[ $tree = /* ]] || die "the tree path must be absolute: $tree"
   [ -f "$tree/go.mod" ] || die "$tree has no go.mod"
-  local tags seed bdir hash
+  local tags bdir hash
   tags=$(tags_for "$base")
-  seed=$(seed_dir "$base")
   mkdir -p "$out"
   exec 9>"$out/.lock"
   flock 9
   # The key carries the tree's content hash; the rest is what the version builds hash.
   hash=$( {
     echo "tree=$key path=$tree tags=$tags go=$(go env GOVERSION) goarch=$(go env GOARCH)"
-    sha256sum "${BASH_SOURCE[0]}" "$seed/go.mod" "$seed/go.sum" | cut -d' ' -f1
+    sha256sum "${BASH_SOURCE[0]}" "$here/go.sum" | cut -d' ' -f1
     for f in "$here"/*.go; do printf '%s ' "$(basename "$f")"; sha256sum <"$f" | cut -d' ' -f1; done
   } | sha256sum | cut -d' ' -f1)
   if [ -x "$out/layerconf-oracle" ] && [ "$(cat "$out/.inputs.sha256" 2>/dev/null)" = "$hash" ]; then
@@ -90,12 +89,18 @@ build_tree() {
   bdir=$repo/.cache/oracle-build/$key
   rm -rf "$bdir"
   mkdir -p "$bdir"
-  cp "$here"/*.go "$seed/go.mod" "$bdir/"
-  sort -u "$seed/go.sum" "$tree/go.sum" >"$bdir/go.sum"
-  local t0=$SECONDS how
+  cp "$here"/*.go "$bdir/"
+  sort -u "$here/go.sum" "$tree/go.sum" >"$bdir/go.sum"
+  local t0=$SECONDS how godir
+  godir=$(awk '$1 == "go" { print $2; exit }' "$tree/go.mod")
   (
     cd "$bdir"
-    go mod edit -require="github.com/containerd/containerd/v2@$base" \
+    printf 'module layerconf/oracle\n\ngo %s\n' "${godir:-1.23}" >go.mod
+    local args=() r
+    for r in $(requirements "$tree/go.mod"); do
+      [ "${r%@*}" = github.com/containerd/containerd/v2 ] || args+=("-require=$r")
+    done
+    go mod edit "${args[@]}" -require="github.com/containerd/containerd/v2@$base" \
       -replace="github.com/containerd/containerd/v2=$tree"
     # tidy and the build look at every file whatever its build tags: drop the other adapters
     rm -f $(GOFLAGS=-mod=mod GOPROXY=off go list -e -tags "$tags" -f '{{join .IgnoredGoFiles " "}}' . 2>/dev/null)
