@@ -21,7 +21,8 @@
 # go.mod at the tree's version (so dependencies are what the tree itself builds with, and the
 # module graph need not be walked), containerd/v2 at the base version replaced by PATH, the tree's
 # go directive; go.sum = the tree's plus the oracle's. Then `go mod tidy` offline, else the
-# build's missing requirements resolved offline, else `go mod tidy` through the module proxy.
+# build's missing requirements resolved offline, else the same through the module proxy, else
+# `go mod tidy` through the proxy.
 # Tags come from the base version.
 # Build tags select the API adapter: v2.1.x -> containerd_v21, v2.2.x -> containerd_v22,
 # later -> none; a versions.txt line may override with tags=a,b.
@@ -109,6 +110,8 @@ build_tree() {
     how="go mod tidy (offline)"
   elif (cd "$bdir" && GOPROXY=off GOFLAGS="-mod=mod -buildvcs=false" go list -tags "$tags" -deps . >/dev/null) >>"$bdir/resolve.log" 2>&1; then
     how="requirements resolved offline (tidy offline needs modules not in the module cache)"
+  elif (cd "$bdir" && GOFLAGS="-mod=mod -buildvcs=false" go list -tags "$tags" -deps . >/dev/null) >>"$bdir/resolve.log" 2>&1; then
+    how="requirements resolved through the module proxy (tidy would also want every dependency's test dependencies)"
   elif (cd "$bdir" && GOFLAGS=-mod=mod go mod tidy) >>"$bdir/resolve.log" 2>&1; then
     how="go mod tidy (through the module proxy)"
   else
