@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .result import Status
 from .oracle import OracleError
+from .srctree import TreeError
 from .scenario import ScenarioError, discover, load
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,6 +53,11 @@ def cmd_run(args) -> int:
     if getattr(args, "oracle", "live") == "golden":
         return cmd_run_golden(args, files)
     from . import erofs_utils
+    if args.backend != "host":
+        from .oracle import binary_path, ensure_built, resolve
+        containerd = resolve(args.containerd)
+        if not binary_path(containerd).exists():
+            ensure_built(containerd)     # the guest runs the host's build, never builds
     kernels = ["6.1", "6.12"] if args.kernel == "all" else [args.kernel]
     mkfs_versions = erofs_utils.versions() if args.mkfs == "all" else [args.mkfs]
     results = []
@@ -87,9 +93,9 @@ def cmd_run_golden(args, files) -> int:
     """`run --oracle golden`: the reference against recorded Go outputs (fixtures/golden/); no
     Go toolchain, no root, no VM. Scenarios without a usable recording are skipped, and listed."""
     from . import golden
-    from .oracle import default_version
+    from .oracle import resolve
     from .report import terminal
-    version = args.containerd or default_version()
+    version = resolve(args.containerd)
     results = []
     for f in files:
         r = golden.check_file(f, version)
@@ -108,11 +114,17 @@ def cmd_run_golden(args, files) -> int:
 def cmd_golden_record(args) -> int:
     """Record containerd's real Compare outputs for Compare scenarios (host mode: root + Go)."""
     from . import capabilities, golden, runner, state
+    from .oracle import resolve, versions
     files = _scenario_files(args.paths, args.tag, args.k)
     if not files:
         raise UsageError("no scenario matched")
+    version = resolve(args.containerd)
+    if version not in versions() and args.out is None:
+        raise UsageError(f"containerd {version} is not a version listed in oracle/versions.txt; "
+                         "fixtures/golden/ holds recordings of those only: give --out DIR to record "
+                         "a source tree, commit or other version elsewhere")
     recorded = skipped = errors = 0
-    with runner.Session(runner.RunOptions(containerd=args.containerd)) as session:
+    with runner.Session(runner.RunOptions(containerd=version)) as session:
         for f in files:
             if golden.is_apply_file(f):
                 print(f"SKIP   {f}: an apply scenario (golden mode records Compare scenarios only)")
@@ -165,21 +177,23 @@ def _report(results, args) -> int:
 
 
 def _props(env: dict) -> dict:
-    return {k: str(env[k]) for k in ("containerd", "erofs-utils", "kernel", "backend", "go") if k in env}
+    return {k: str(env[k]) for k in ("containerd", "containerd-tree", "erofs-utils", "kernel",
+                                     "backend", "go") if k in env}
 
 
+# xpass = an expected quirk did not show (a stale registry, or a source tree that fixes it); it
+# fails the run like a failure but says what happened.
 CELL = {Status.PASS: "identical", Status.XFAIL: "known quirk", Status.FAIL: "failure",
-        Status.XPASS: "failure", Status.ERROR: "error", Status.SKIP: "skip"}
+        Status.XPASS: "quirk gone", Status.ERROR: "error", Status.SKIP: "skip"}
 
 
 def _versions(selected) -> list[str]:
-    from .oracle import versions
+    """--containerd values (versions, commits, source trees; default: every listed version),
+    resolved to the oracle's names and sorted by (base) version."""
+    from .oracle import resolve, versions
     from .reference.profiles import parse_version
-    listed = versions()
-    for v in selected or []:
-        if v not in listed:
-            raise UsageError(f"containerd {v} is not listed in oracle/versions.txt ({', '.join(listed)})")
-    return sorted(selected or listed, key=parse_version)
+    resolved = [resolve(v) for v in selected] if selected else versions()
+    return sorted(dict.fromkeys(resolved), key=parse_version)
 
 
 def cmd_matrix(args) -> int:
@@ -239,9 +253,71 @@ def go_signature(result) -> dict:
     return sig
 
 
+def _signature(scenario, containerd: str):
+    """(go_signature, None) for one containerd, or (None, error text)."""
+    from . import runner
+    with runner.Session(runner.RunOptions(containerd=containerd)) as session:
+        r = runner.run_scenario(scenario, session)
+    if r.status == Status.ERROR:
+        return None, r.message
+    return go_signature(r), None
+
+
+def cmd_bisect_between(args) -> int:
+    """The first commit between A and B (first-parent history of a local git checkout) whose Go
+    output for the scenario differs from A's. Each probed commit is checked out in a temporary
+    git worktree, built and run, and the worktree removed."""
+    from . import srctree
+    repo = args.repo or (args.containerd[0] if args.containerd and len(args.containerd) == 1 else None)
+    if not repo:
+        raise UsageError("bisect --between A B needs the git checkout: --repo PATH (or one "
+                         "--containerd PATH)")
+    if not os.path.isdir(repo):
+        raise UsageError(f"--repo {repo}: no such folder")
+    good, bad = args.between
+    s = _load_one(args.scenario)
+    commits = srctree.commits_between(repo, good, bad)
+    print(f"{len(commits) - 1} commit(s) after {good} up to {bad} (first-parent)", flush=True)
+    sigs: dict[int, dict] = {}
+
+    def probe(i: int) -> dict:
+        if i not in sigs:
+            with srctree.Worktree(repo, commits[i]) as path:
+                sig, err = _signature(s, path)
+            label = srctree.describe(repo, commits[i])
+            if err is not None:
+                raise UsageError(f"bisect: scenario {s.name} could not run at {label}: {err}")
+            print(f"  {label}: {len(sig)} Go outcome(s)", flush=True)
+            sigs[i] = sig
+        return sigs[i]
+
+    first = probe(0)
+    if probe(len(commits) - 1) == first:
+        print(f"\nno change between {good} and {bad}")
+        return 0
+    lo, hi = 0, len(commits) - 1         # probe(lo) == first, probe(hi) != first
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if probe(mid) == first:
+            lo = mid
+        else:
+            hi = mid
+    print(f"\nfirst change: {srctree.describe(repo, commits[hi])}\n  commit {commits[hi]}"
+          f"\n  (parent probed: {srctree.describe(repo, commits[lo])})")
+    a, b = sigs[lo], sigs[hi]
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+            print(f"  {key}:\n    before: {a.get(key, '(none)')}\n    after:  {b.get(key, '(none)')}")
+    return 0
+
+
 def cmd_bisect(args) -> int:
     """The first listed version whose Go output for a scenario differs from the one before."""
     from . import runner
+    if args.between:
+        return cmd_bisect_between(args)
+    if args.repo:
+        raise UsageError("--repo is for bisect --between A B")
     s = _load_one(args.scenario)
     versions = _versions(args.containerd)
     previous = None
@@ -387,6 +463,8 @@ def _seconds(text: str) -> float:
     if not 0 < v <= 86400:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds in (0, 86400]")
     return v
+CONTAINERD_HELP = ("containerd version (v2.4.2; default: oracle/versions.txt), module pseudo-version, "
+                   "commit hash, or a local containerd source tree (folder)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -405,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default=os.environ.get("LAYERCONF_BACKEND", "vm"),
                    choices=("host", "vm", "auto"), help="vm (default, no root needed) or host (root)")
     p.add_argument("--kernel", default="6.12", choices=("6.1", "6.12", "all"))
-    p.add_argument("--containerd", default="", help="containerd version (default: oracle/versions.txt)")
+    p.add_argument("--containerd", default="", help=CONTAINERD_HELP)
     p.add_argument("--keep", default="artifacts", help="folder for failing scenarios' artifacts")
     p.add_argument("--keep-all", action="store_true", help="keep artifacts of passing scenarios too")
     p.add_argument("--timeout", type=_seconds, default=300.0,
@@ -426,22 +504,28 @@ def build_parser() -> argparse.ArgumentParser:
     gsub = p.add_subparsers(dest="golden_cmd", required=True)
     p = gsub.add_parser("record", help="record containerd's Compare outputs (host mode, root)")
     common(p)
-    p.add_argument("--containerd", default="", help="containerd version (default: oracle/versions.txt)")
+    p.add_argument("--containerd", default="", help=CONTAINERD_HELP)
     p.add_argument("--include-slow", action="store_true", help="also record slow-tagged scenarios")
     p.add_argument("--out", default=None, help="folder for the recordings (default: fixtures/golden)")
     p.set_defaults(fn=cmd_golden_record)
 
     p = sub.add_parser("matrix", help="every scenario x every containerd version (host mode)")
     common(p)
-    p.add_argument("--containerd", action="append", help="only these versions (repeatable)")
+    p.add_argument("--containerd", action="append",
+                   help="only these (repeatable): " + CONTAINERD_HELP)
     p.add_argument("--junit-dir", help="write one JUnit file per version here")
     p.add_argument("--mkfs", default="", metavar="VERSION|all",
                    help="erofs-utils version(s) as a second axis (erofs-utils/versions.txt)")
     p.set_defaults(fn=cmd_matrix)
 
-    p = sub.add_parser("bisect", help="first containerd version whose Go output changes")
+    p = sub.add_parser("bisect", help="first containerd version (or commit) whose Go output changes")
     p.add_argument("scenario")
-    p.add_argument("--containerd", action="append", help="only these versions (repeatable)")
+    p.add_argument("--containerd", action="append",
+                   help="only these (repeatable): " + CONTAINERD_HELP)
+    p.add_argument("--between", nargs=2, metavar=("A", "B"),
+                   help="bisect the commits after A up to B of a git checkout of containerd "
+                        "(--repo PATH or --containerd PATH), each in a temporary git worktree")
+    p.add_argument("--repo", help="the git checkout for --between")
     p.set_defaults(fn=cmd_bisect)
 
     p = sub.add_parser("validate", help="check scenario files (schema and meaning)")
@@ -457,7 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
                            ("repro", cmd_repro, "rerun one scenario and keep its state")):
         p = sub.add_parser(name, help=text)
         p.add_argument("scenario")
-        p.add_argument("--containerd", default="")
+        p.add_argument("--containerd", default="", help=CONTAINERD_HELP)
         if name == "repro":
             p.add_argument("--keep", default=None)
             p.add_argument("--timeout", type=_seconds, default=300.0,
@@ -489,7 +573,7 @@ def main(argv=None) -> int:
     except (UsageError, ScenarioError) as e:
         print(f"layerconf: {e}", file=sys.stderr)
         return 2
-    except OracleError as e:
+    except (OracleError, TreeError) as e:
         print(f"layerconf: {e}", file=sys.stderr)
         return 2
     except OSError as e:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import selectors
 import signal
 import subprocess
@@ -95,24 +96,86 @@ def default_version() -> str:
 
 
 def binary_path(version: str) -> Path:
+    """Where the oracle for a version or a source-tree key (harness/srctree.py) is built."""
     return REPO / ".cache" / "oracle" / version / "layerconf-oracle"
 
 
+_RELEASE_RE = re.compile(r"^v2\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?$")
+_COMMIT_RE = re.compile(r"^[0-9a-f]{7,40}$")
+
+
+def resolve(spec: str) -> str:
+    """A `--containerd` value -> the name the oracle is built and cached under.
+
+    "" -> the default version; vX.Y.Z or a module pseudo-version -> itself; a directory -> the
+    source tree's key (vX.Y.Z+tree.<hash>, recorded for the build and the reports); a commit hash
+    -> the pseudo-version the Go module proxy gives it. OracleError with the reason otherwise.
+    """
+    from . import srctree
+    spec = (spec or "").strip()
+    if not spec:
+        return default_version()
+    if srctree.looks_like_tree(spec):
+        try:
+            return srctree.register(srctree.inspect(spec))
+        except srctree.TreeError as e:
+            raise OracleError(str(e)) from None
+    if _RELEASE_RE.match(spec) or srctree.is_key(spec):
+        return spec
+    if _COMMIT_RE.match(spec):
+        return commit_version(spec)
+    raise OracleError(f"--containerd {spec!r}: not a version (v2.4.2, or a pseudo-version "
+                      "v2.4.3-0.20260101000000-abcdef123456), a commit hash, or a containerd source "
+                      f"tree (an existing folder whose go.mod declares {srctree.MODULE})")
+
+
+def commit_version(commit: str) -> str:
+    """The module pseudo-version of a containerd commit (`go list -m`, through the module proxy)."""
+    from .srctree import MODULE
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="layerconf-golist-") as d:
+        env = dict(os.environ, GOTOOLCHAIN="local", GOFLAGS="-mod=mod", GO111MODULE="on")
+        try:
+            p = subprocess.run(["go", "list", "-m", "-f", "{{.Version}}", f"{MODULE}@{commit}"],
+                               cwd=d, env=env, capture_output=True, text=True, timeout=180)
+        except FileNotFoundError:
+            raise OracleError("Go is not installed; cannot resolve a containerd commit") from None
+        except subprocess.TimeoutExpired:
+            raise OracleError(f"`go list -m {MODULE}@{commit}` took over 3 minutes "
+                              "(is the Go module proxy reachable?)") from None
+    version = p.stdout.strip()
+    if p.returncode != 0 or not _RELEASE_RE.match(version):
+        tail = [l.strip() for l in (p.stderr or p.stdout).strip().splitlines()[-1:]] or ["(no output)"]
+        raise OracleError(f"containerd commit {commit} is not known to the Go module proxy "
+                          f"(`go list -m {MODULE}@{commit}`: {tail[0]}); give a full hash of a "
+                          "pushed commit, or check the commit out and pass the folder")
+    return version
+
+
 def ensure_built(version: str) -> Path:
-    """Build (or reuse) the oracle for a containerd version; OracleError with a plain reason."""
+    """Build (or reuse) the oracle for a version or a source-tree key; OracleError with a plain
+    reason."""
+    from . import srctree
     path = binary_path(version)
     script = REPO / "oracle" / "build.sh"
+    argv, what = ["bash", str(script), version], f"containerd {version}"
+    if srctree.is_key(version):
+        rec = srctree.lookup(version)
+        if rec is None:
+            raise OracleError(f"no source tree is recorded under {version} "
+                              f"({srctree.record_path(version)} is missing); pass the tree's "
+                              "folder to --containerd")
+        argv, what = ["bash", str(script), "--tree", rec["path"], version], f"the containerd tree {rec['path']}"
     try:
-        proc = subprocess.run(["bash", str(script), version], capture_output=True, text=True,
-                              timeout=1800)
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
     except FileNotFoundError:
         raise OracleError("bash is missing; cannot build the oracle") from None
     except subprocess.TimeoutExpired:
-        raise OracleError(f"building the oracle for containerd {version} took over 30 minutes") from None
+        raise OracleError(f"building the oracle for {what} took over 30 minutes") from None
     if proc.returncode != 0 or not path.exists():
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
-        raise OracleError(f"could not build the Go oracle for containerd {version} "
-                          f"(oracle/build.sh {version} exited {proc.returncode}):\n{tail}")
+        raise OracleError(f"could not build the Go oracle for {what} "
+                          f"({' '.join(argv[1:])} exited {proc.returncode}):\n{tail}")
     return path
 
 

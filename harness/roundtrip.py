@@ -94,6 +94,11 @@ LIMITS = {
                                       "layer carries as a plain file and Apply reads as a whiteout",
                                       lambda d, ctx: d.attribute == "presence" and d.after is None
                                       and _hidden_by_wh_file(d.path, ctx)),
+    "source-date-epoch": ("SOURCE_DATE_EPOCH clamps an mtime after the epoch to the epoch (the "
+                          "spec, as the walking differ does): the applied layer shows the epoch",
+                          lambda d, ctx: d.attribute == "mtime" and ctx["epoch_ns"] is not None
+                          and isinstance(d.before, int) and d.before > ctx["epoch_ns"]
+                          and d.after == ctx["epoch_ns"]),
     "user-opaque-marker": ("Compare reads a user.overlay.opaque marker as a userxattr overlay "
                            "mount would; the snapshotter's trusted-mode mount ignored it, so what "
                            "it hides showed only before",
@@ -110,10 +115,12 @@ def carried(d: Difference) -> bool:
     return d.path != b"/"
 
 
-def explain(differences, profile, before, opaque) -> tuple[dict, dict, list]:
+def explain(differences, profile, before, opaque, epoch=None) -> tuple[dict, dict, list]:
     """(quirk -> differences, limit -> differences, unexplained) for the profile's quirks.
-    `opaque` maps the upper's opaque directories to the xattr namespace that marks them."""
+    `opaque` maps the upper's opaque directories to the xattr namespace that marks them; `epoch`
+    is the Compare's SOURCE_DATE_EPOCH (seconds) or None."""
     ctx = {"before": before, "opaque": frozenset(opaque),
+           "epoch_ns": None if epoch is None else epoch * 10**9,
            "user_opaque": frozenset(p for p, ns in opaque.items() if ns == "user")}
     by_quirk: dict[str, list] = {}
     by_limit: dict[str, list] = {}
@@ -130,8 +137,8 @@ def explain(differences, profile, before, opaque) -> tuple[dict, dict, list]:
     return by_quirk, by_limit, unexplained
 
 
-def verdict(differences, profile, before, opaque, max_lines: int = 30) -> Check:
-    by_quirk, by_limit, unexplained = explain(differences, profile, before, opaque)
+def verdict(differences, profile, before, opaque, max_lines: int = 30, epoch=None) -> Check:
+    by_quirk, by_limit, unexplained = explain(differences, profile, before, opaque, epoch)
     lines = []
     if unexplained:
         lines.append(f"{len(unexplained)} difference(s) between the merged upper before Compare "
@@ -239,7 +246,7 @@ def mtime_precision(tar: bytes | None) -> int:
     return 10**9
 
 
-def round_trip(oracle, st, go_outcome, before, opaque, profile) -> Check:
+def round_trip(oracle, st, go_outcome, before, opaque, profile, epoch=None) -> Check:
     """Apply containerd's Compare blob with containerd's erofs Apply and compare the mount."""
     if go_outcome is None or go_outcome.error or go_outcome.blob is None:
         why = go_outcome.error.splitlines()[0] if go_outcome and go_outcome.error else "no blob"
@@ -264,7 +271,8 @@ def round_trip(oracle, st, go_outcome, before, opaque, profile) -> Check:
         except MountError as e:
             return Check(NAME, Status.ERROR, f"mounting the applied layer failed: {e}")
         precision = mtime_precision(go_outcome.tar)
-        return verdict(diff(before, after, mtime_precision_ns=precision), profile, before, opaque)
+        return verdict(diff(before, after, mtime_precision_ns=precision), profile, before, opaque,
+                       epoch=epoch)
     finally:
         with contextlib.suppress(ContainerdError, OracleError):   # never hide the first error
             oracle.remove(key)

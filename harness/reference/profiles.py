@@ -40,13 +40,15 @@ OCI_TAR_ZSTD = OCI_TAR + "+zstd"
 # Version tuples: (major, minor, patch, is_release, prerelease-text). A release sorts after its
 # pre-releases: 2.4.0-beta.0 < 2.4.0.
 Version = tuple[int, int, int, int, str]
-_VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?$")
+# Build metadata after "+" is ignored, as semver orders versions: a source tree's key
+# (v2.4.2+tree.<hash>, harness/srctree.py) reads as its base version.
+_VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$")
 FIRST_SUPPORTED, LAST_EXCLUDED = "2.1.0", "2.5.0-0"   # Compare exists from v2.1.0
 LATEST_MODELLED = "2.4.2"       # the `spec` profile takes this version's switches (not quirks)
 
 
 def parse_version(text: str) -> Version:
-    """'v2.4.0-beta.0' -> (2, 4, 0, 0, 'beta.0'); 'v2.4.2' -> (2, 4, 2, 1, '')."""
+    """'v2.4.0-beta.0' -> (2, 4, 0, 0, 'beta.0'); 'v2.4.2' and 'v2.4.2+tree.ab12' -> (2, 4, 2, 1, '')."""
     m = _VERSION_RE.match(text.strip())
     if not m:
         raise ValueError(f"not a containerd version: {text!r} (want vX.Y.Z or vX.Y.Z-pre)")
@@ -409,14 +411,17 @@ def _continuity_for(v: Version) -> str:
 
 
 def containerd_profile(version: str) -> Profile:
-    """The profile of containerd's erofs differ at `version` (2.1.0 <= version < 2.5.0)."""
+    """The profile of containerd's erofs differ at `version` (2.1.0 <= version < 2.5.0). A source
+    tree (`v2.4.2+tree.<hash>`) gets its base version's profile, named as that version."""
     v = parse_version(version)
+    notes = ((f"source tree {version}: the profile of its base version {format_version(v)}",)
+             if "+" in version else ())
     if not parse_version(FIRST_SUPPORTED) <= v < parse_version(LAST_EXCLUDED):
         raise ValueError(f"no profile for containerd {format_version(v)}: the EROFS differ's "
                          f"Compare is modelled for v{FIRST_SUPPORTED} … v2.4.x")
     enabled = frozenset(q.name for q in QUIRKS if q.component == "containerd" and q.applies(v))
     return Profile(name=f"containerd@{format_version(v)}", quirks=enabled, version=v,
-                   continuity=_continuity_for(v))
+                   continuity=_continuity_for(v), notes=notes)
 
 
 SPEC = Profile(name="spec", notes=(
