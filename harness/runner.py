@@ -56,6 +56,8 @@ class Session:
         self.environment: dict = {}
         self.timeout = self.options.timeout
         self.dead_logs: list[tuple[str, str]] = []   # (root, log tail) of oracles that died
+        self.tree = srctree.lookup(self.options.containerd)   # a source tree's record, or None
+        self._build_error: OracleError | None = None           # a failed build is not retried
 
     def set_timeout(self, seconds: float):
         """The deadline of every external call from now on (one scenario's `timeout:`)."""
@@ -69,8 +71,6 @@ class Session:
         for o in self._oracles.values():
             out[f"oracle-{os.path.basename(o.root)}.log"] = o.log_tail(200)
         return out
-        self.tree = srctree.lookup(self.options.containerd)   # a source tree's record, or None
-        self._build_error: OracleError | None = None           # a failed build is not retried
 
     @property
     def base(self) -> str:
