@@ -77,12 +77,22 @@ def test_expected_quirk_that_does_not_show_is_xpass(session, tmp_path):
     assert r.status.failed
 
 
-def test_killed_oracle_is_an_error_not_a_failure(tmp_path):
+def test_killed_oracle_is_an_error_not_a_failure_and_the_next_scenario_gets_a_new_one(monkeypatch):
+    scenario = load(REPO / "scenarios/whiteout/root-file.yaml")
+    real = runner.go_compare
+
+    def killed_first(oracle, *args):
+        oracle.kill()              # the oracle dies in the middle of the scenario
+        return real(oracle, *args)
+
     with runner.Session(runner.RunOptions(build=False)) as s:
-        s.oracle().kill()
-        r = runner.run_scenario(load(REPO / "scenarios/whiteout/root-file.yaml"), s)
+        monkeypatch.setattr(runner, "go_compare", killed_first)
+        r = runner.run_scenario(scenario, s)
         assert r.status == Status.ERROR
         assert "Go oracle" in r.message and "oracle.log" in r.message
+        assert "while running Compare" in r.message            # the stage it died in
+        monkeypatch.setattr(runner, "go_compare", real)
+        assert runner.run_scenario(scenario, s).status == Status.PASS
         assert not [m for m in open("/proc/self/mountinfo") if s.base in m]
 
 
