@@ -18,6 +18,7 @@ def run_export(scenarios, *, go_test: bool, containerd: str = "", command: str =
                 raise ExportError(f"{s.path}: has no Compare part (no lowers/upper); --go-test "
                                   "exports Compare scenarios, --script exports Apply fixtures")
             try:
+                gotest.check_exportable(s)
                 cases.append((s, spec_expectation(s, containerd)))
                 gotest.test_func(*cases[-1])
             except (ExpectError, gotest.ExportError) as e:

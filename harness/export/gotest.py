@@ -16,13 +16,16 @@ from ..scenario.model import Entry, Op, Scenario
 from .expect import Expectation, pinned_mtimes
 
 GO_PACKAGE = "erofs_test"      # an external test package in plugins/diff/erofs
+# capabilities the Go test checks itself: the filesystem under TMPDIR (statfs magic)
+SCRATCH_FS = {"tmpfs-scratch": ("tmpfs", "0x01021994"), "ext4-scratch": ("ext4", "0xEF53")}
+UNEXPORTABLE = {"large-scratch": "it writes layers of several GiB"}
 
 IMPORTS = [
     "archive/tar", "bytes", "context", "crypto/sha256", "encoding/hex", "errors", "fmt", "io",
     "os", "os/exec", "path/filepath", "strings", "syscall", "testing", "time", "",
     "github.com/containerd/continuity/fs/fstest", "github.com/containerd/errdefs",
-    "bolt go.etcd.io/bbolt",
-    "ocispec github.com/opencontainers/image-spec/specs-go/v1", "",
+    "ocispec github.com/opencontainers/image-spec/specs-go/v1",
+    "bolt go.etcd.io/bbolt", "",
     "github.com/containerd/containerd/v2/core/content",
     "github.com/containerd/containerd/v2/core/diff",
     "github.com/containerd/containerd/v2/core/images/imagetest",
@@ -198,7 +201,7 @@ def want_table(exp: Expectation, pinned: set[int]) -> str:
             xs = ", ".join(f"{go_str(k)}: {go_str(v)}" for k, v in e.xattrs)
             fields.append(f"Xattrs: map[string]string{{{xs}}}")
         rows.append("\t\t{" + ", ".join(fields) + "},\n")
-    return "[]lcWant{\n" + "".join(rows) + "\t}"
+    return "[]lcWant{\n" + "".join(rows) + "\t}" if rows else "[]lcWant{}"
 
 
 def _quirk_lines(scenario: Scenario) -> list[str]:
@@ -221,6 +224,13 @@ def _wrap(text: str, width: int = 95) -> list[str]:
     return lines + ([cur] if cur else [])
 
 
+def check_exportable(scenario: Scenario):
+    for cap in scenario.requires:
+        if cap in UNEXPORTABLE:
+            raise ExportError(f"{scenario.path}: not exported as a Go test: requires {cap} "
+                              f"({UNEXPORTABLE[cap]})")
+
+
 def test_func(scenario: Scenario, exp: Expectation) -> str:
     name = test_name(scenario.name)
     doc = [f"{name} reproduces layerconf scenario {scenario.name}."]
@@ -232,6 +242,9 @@ def test_func(scenario: Scenario, exp: Expectation) -> str:
     out = ["// " + x if x else "//" for x in doc]
     out.append(f"func {name}(t *testing.T) {{")
     out.append("\te := lcSetup(t)")
+    for cap in scenario.requires:
+        if cap in SCRATCH_FS:
+            out.append(f'\te.requireFs(t, "{SCRATCH_FS[cap][0]}", {SCRATCH_FS[cap][1]})')
     layers = [_applier_block(layer_appliers(layer), "\t\t") for layer in scenario.lowers]
     if layers:
         out.append("\tparent := e.layers(t,\n" + "".join(f"\t\t{x},\n" for x in layers) + "\t)")
@@ -257,7 +270,7 @@ def test_func(scenario: Scenario, exp: Expectation) -> str:
         out.append("\t}")
         out.append("}")
         return "\n".join(out) + "\n"
-    names = " ".join(e.name.decode("utf-8", "replace") for e in exp.entries)
+    names = " ".join(e.name.decode("utf-8", "replace") for e in exp.entries) or "none"
     out.append("\tif err != nil {")
     out.append(f"\t\tt.Fatalf(\"expected Compare to succeed with {len(exp.entries)} entries (%s), "
                f"got: %v\", {go_str(names)}, err)")
