@@ -448,6 +448,27 @@ def cmd_repro(args) -> int:
     return 1 if r.status.failed else 0
 
 
+def cmd_export(args) -> int:
+    """Write a standalone reproducer: a Go test for containerd's tree, or a shell script."""
+    from .export import ExportError, run_export
+    scenarios = [_load_one(p) for p in args.scenarios]
+    command = " ".join(["layerconf export"] + [s.name for s in scenarios] +
+                       ["--go-test" if args.go_test else "--script"])
+    try:
+        text = run_export(scenarios, go_test=args.go_test, containerd=args.containerd,
+                          command=command)
+    except ExportError as e:
+        raise UsageError(str(e)) from None
+    if args.output:
+        Path(args.output).write_text(text)
+        if args.script:
+            os.chmod(args.output, 0o755)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def _load_one(path):
     p = Path(path)
     if not p.exists() and (DEFAULT_SCENARIOS / (str(path) + ".yaml")).exists():
@@ -535,6 +556,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list scenarios with their tags")
     common(p)
     p.set_defaults(fn=cmd_list)
+
+    p = sub.add_parser("export", help="a standalone reproducer: a Go test for containerd's "
+                       "plugins/diff/erofs, or a shell script for mkfs.erofs")
+    p.add_argument("scenarios", nargs="+", help="scenario files or names (one output file)")
+    kind = p.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--go-test", action="store_true", help="Compare scenarios -> Go test file")
+    kind.add_argument("--script", action="store_true", help="Apply fixtures -> POSIX sh script")
+    p.add_argument("-o", "--output", help="write here (default: stdout)")
+    p.add_argument("--containerd", default="", help="containerd version of the expectation's state")
+    p.set_defaults(fn=cmd_export)
 
     for name, fn, text in (("show", cmd_show, "list what a layer blob or EROFS image holds, or the "
                                                "layer entries the reference expects for a scenario"),
