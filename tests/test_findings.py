@@ -87,7 +87,7 @@ def test_mkfs_entries_are_the_registry_mkfs_quirks_with_their_versions():
     assert {f.quirk for f in mkfs} == registered
     for f in mkfs:
         assert "1.8.6" in dict(f.versions)["erofs-utils"]
-        assert f.reproducer in ("apply/tar-features", "apply/dialects", "apply/media-types")
+        assert f.reproducer.startswith("apply/")
 
 
 def test_a_tool_quirk_range_is_shown_as_that_tools_range():
