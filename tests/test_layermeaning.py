@@ -462,7 +462,8 @@ def test_meaning_against_containerd(oracle, label):
 from hypothesis import HealthCheck, event, given, settings, strategies as st  # noqa: E402
 
 _NAMES = ["a", "b", "a/b", "a/c", "b/a", "a/b/c", ".wh.a", ".wh.b", "a/.wh.b", "a/.wh.c",
-          ".wh..wh..opq", "a/.wh..wh..opq", "a/b/.wh..wh..opq", "../a", "/b", "./a/../c", "c"]
+          ".wh..wh..opq", "a/.wh..wh..opq", "a/b/.wh..wh..opq", "../a", "/b", "./a/../c", "c",
+          "L" * 256, "a/" + "L" * 256, ".wh." + "L" * 252]
 _TARGETS = ["a", "b", "a/b", "c", "/a", "../..", "/", "..", "a/../b", "nope"]
 
 
@@ -479,7 +480,8 @@ def _entry(draw):
     if kind == "dir":
         return D(name, mode, mtime, uid=uid, gid=gid)
     if kind == "file":
-        pax = {"SCHILY.xattr.user.x": b"v"} if draw(st.booleans()) else {}
+        pax = draw(st.sampled_from([{}, {"SCHILY.xattr.user.x": b"v"},
+                                    {"SCHILY.xattr.security.capability": CAPV}]))
         return F(name, draw(st.sampled_from([b"", b"x", b"hello"])), mode, mtime, uid=uid,
                  gid=gid, pax=pax)
     if kind == "link":
