@@ -20,7 +20,7 @@ from harness.reference.gotar import (
     TYPE_BLOCK, TYPE_CHAR, TYPE_DIR, TYPE_FIFO, TYPE_LINK, TYPE_REG, TYPE_SYMLINK, TYPE_XGLOBAL,
     ZERO_TIME_NS, Format, Header, TarWriter, write_tar,
 )
-from harness.reference.layermeaning import meaning
+from harness.reference.layermeaning import masked, meaning
 from harness.treeview import Node
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -325,10 +325,6 @@ def go_apply_dir(o, td: str, blob: bytes, target: str) -> str | None:
             o.remove(key)
         except ContainerdError:
             pass
-
-
-def masked(tree: dict, volatile) -> dict:
-    return {p: (Node(**{**vars(n), "mtime_ns": 0}) if p in volatile else n) for p, n in tree.items()}
 
 
 def _pax(name, **pax):
