@@ -189,6 +189,8 @@ class _FS:
         d, name = self.parent_of(path)
         if d is None:
             raise OSError(ENOENT)
+        if d is _HOST_DIR:
+            raise AssertionError(f"creating outside the modelled root: {path!r}")
         if d.type != "dir":
             raise OSError(ENOTDIR)
         d.children[name] = node
