@@ -283,8 +283,8 @@ def test_setgid_directory_gives_its_group_when_gid_is_minus_one():
 # --- differential against containerd's default applier (the walking differ's fs applier) -------
 
 CAPV = bytes.fromhex("0100000200200000000000000000000000000000")   # v2: cap_net_bind_service
-MOUNT_PREFIX = re.compile(r"^mount callback failed on /tmp/containerd-mount\d+: ")
-MOUNT_DIR = re.compile(r"/tmp/containerd-mount\d+")
+# The walking applier's error: "mount callback failed on <temp mount>: <archive.Apply error>".
+MOUNT_PREFIX = re.compile(r"^mount callback failed on (/\S+): ")
 MODEL_ROOT = b"/ROOT"
 
 
@@ -317,7 +317,11 @@ def go_apply_dir(o, td: str, blob: bytes, target: str) -> str | None:
             o.call("apply", differ="walking", descriptor=desc, key=key,
                    mounts=[{"type": "bind", "source": target, "options": ["rbind", "rw"]}])
         except ContainerdError as e:
-            return MOUNT_DIR.sub(MODEL_ROOT.decode(), MOUNT_PREFIX.sub("", str(e)))
+            text = str(e)
+            m = MOUNT_PREFIX.match(text)
+            if m is None:
+                return text
+            return text[m.end():].replace(m.group(1), MODEL_ROOT.decode())
         return None
     finally:
         os.unlink(path)
