@@ -514,3 +514,34 @@ def test_sparse_map_with_many_entries_is_linear():
     a = read_all(xhdr(recs) + reg(b"s", b"d" * n) + END)
     assert a.error is None and a.entries[0].content == b"d\0" * n
     assert time.monotonic() - t < 20
+
+
+class _Dribble(io.RawIOBase):
+    """A pipe-like stream: every read returns at most a few bytes."""
+
+    def __init__(self, data: bytes, most: int):
+        self.b, self.most = io.BytesIO(data), most
+
+    def readable(self):
+        return True
+
+    def read(self, n=-1):
+        return self.b.read(min(self.most, n) if n >= 0 else self.most)
+
+
+def _summary(r: TarReader) -> tuple:
+    out, err = [], None
+    try:
+        for h, c in r:
+            out.append((vars(h).copy(), c.hash(chunk=777)))
+    except TarError as e:
+        err = (e.text, e.index)
+    return out, err
+
+
+@settings(max_examples=int(os.environ.get("TARREAD_EXAMPLES", "300")), deadline=None)
+@given(data=_archive(), most=st.integers(1, 700))
+def test_short_reads_change_nothing(data, most):
+    """Headers, contents and errors are the same whether the stream returns whole blocks or a
+    few bytes per read."""
+    assert _summary(TarReader(_Dribble(data, most))) == _summary(TarReader(io.BytesIO(data)))
