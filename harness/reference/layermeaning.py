@@ -21,7 +21,7 @@ re-timing them at the end) cannot be predicted: their mtime_ns is 0 and their pa
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import BinaryIO
 
 from harness.reference import tarread as T
@@ -189,6 +189,8 @@ class _FS:
         d, name = self.parent_of(path)
         if d is None:
             raise OSError(ENOENT)
+        if d is _HOST_DIR:
+            raise AssertionError(f"creating outside the modelled root: {path!r}")
         if d.type != "dir":
             raise OSError(ENOTDIR)
         d.children[name] = node
@@ -573,6 +575,12 @@ class _Apply:
                           xattrs=tuple(sorted((os.fsdecode(k), v) for k, v in n.xattrs.items())),
                           inode=("layer", id(n)) if n.type != "dir" and links[id(n)] > 1 else None)
         return out, frozenset(volatile)
+
+
+def masked(tree: dict, volatile) -> dict:
+    """The tree with the mtimes of `volatile` paths set to 0: apply it to both sides before
+    comparing a captured tree with a meaning."""
+    return {p: (replace(n, mtime_ns=0) if p in volatile else n) for p, n in tree.items()}
 
 
 def valid_capability(v: bytes) -> bool:

@@ -415,7 +415,7 @@ class _Sparse:
     little stored data is errMissData, data left when the logical size is reached errUnrefData."""
 
     def __init__(self, phys: _Physical, holes: list):
-        self.phys, self.holes, self.pos = phys, holes, 0
+        self.phys, self.holes, self.pos, self.i = phys, holes, 0, 0   # i: the current hole
 
     def remaining(self) -> int:
         off, length = self.holes[-1]
@@ -426,7 +426,7 @@ class _Sparse:
         out = []
         end = self.pos + n
         while end > self.pos:
-            hole_start, hole_len = self.holes[0]
+            hole_start, hole_len = self.holes[self.i]
             hole_end = hole_start + hole_len
             if self.pos < hole_start:
                 want = min(end, hole_start) - self.pos
@@ -437,8 +437,8 @@ class _Sparse:
                 b = bytes(min(end, hole_end) - self.pos)
             out.append(b)
             self.pos += len(b)
-            if self.pos >= hole_end and len(self.holes) > 1:
-                self.holes = self.holes[1:]
+            if self.pos >= hole_end and self.i < len(self.holes) - 1:
+                self.i += 1                         # the last hole always remains
         if self.remaining() == 0 and self.phys.nb > 0:
             raise _Fail(ERR_UNREF_DATA)
         return b"".join(out), self.remaining() == 0
@@ -724,7 +724,6 @@ class TarReader:
 class Entry:
     header: Header
     content: bytes | None            # None when reading it failed
-    error: str | None = None
 
 
 @dataclass
