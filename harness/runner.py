@@ -35,9 +35,11 @@ class RunOptions:
     walking: bool = True                 # the three-way view
     round_trip: bool = True              # Apply containerd's Compare blob and mount it
     build: bool = True                   # build the oracle if missing
+    start_dir: str | None = None         # names of files outside scenarios/ are relative to it
 
     def __post_init__(self):
         self.containerd = self.containerd or default_version()
+        self.start_dir = self.start_dir or os.getcwd()   # the host's, also inside the VM
 
 
 class Session:
@@ -276,7 +278,7 @@ def run_file(path: str, options: dict | None = None) -> dict:
             _SESSION.close()
         _SESSION = Session(opts)
     try:
-        scenario = load(path)
+        scenario = load(path, start=opts.start_dir)
     except ScenarioError as e:
         return result_to_dict(ScenarioResult(scenario=str(path), path=str(path),
                                              status=Status.ERROR, message=str(e)))
