@@ -50,6 +50,21 @@ def write_file(root, rel, content: bytes | None = None, size: int | None = None,
             f.truncate(size)          # sparse: no blocks for the zeros
 
 
+def sync_tree(src: str, dst: bytes, timeout: float | None = None):
+    """Make dst equal to the host tree src (contents by checksum, owners, modes, times, xattrs,
+    hardlinks, special files; extra names deleted), changing only what differs: rsync."""
+    argv = ["rsync", "-aHAX", "--numeric-ids", "--delete", "--checksum", src.rstrip("/") + "/",
+            os.fsdecode(dst).rstrip("/") + "/"]
+    try:
+        p = subprocess.run(argv, capture_output=True, timeout=timeout or COPY_TIMEOUT)
+    except FileNotFoundError:
+        raise OSError(errno.ENOENT, "sync needs rsync (apt-get install rsync)") from None
+    except subprocess.TimeoutExpired:
+        raise OSError(errno.ETIMEDOUT, f"rsync did not finish within {timeout or COPY_TIMEOUT:g} s")
+    if p.returncode:
+        raise OSError(errno.EIO, "rsync: " + p.stderr.decode(errors="replace").strip())
+
+
 def copy_tree(src: str, dst: bytes, timeout: float | None = None):
     """Copy a host file or tree to dst (merged into dst when both are directories), keeping
     owners, modes, times, xattrs, hardlinks and special files, as `cp -a` does."""
@@ -207,6 +222,8 @@ def _apply(root, op: Op):
     elif o == "copy":
         _parents(root, path)
         copy_tree(op.source, _p(root, path), op.timeout)
+    elif o == "sync":
+        sync_tree(op.source, root, op.timeout)
     elif o == "many":
         pattern = path.decode()
         for i in range(op.count):

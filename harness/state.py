@@ -95,11 +95,20 @@ def build(scenario: Scenario, oracle: Oracle, base: str):
         oracle.prepare(upper_key, parent)
         keys.append(upper_key)
         logs = []
-        with mounted(oracle, upper_key, os.path.join(workdir, "merged")) as root:
-            for op in scenario.upper:
-                log = fsops.apply_op(root, op)
-                if log is not None:
-                    logs.append((op.line, log))
+        ops, i = scenario.upper, 0
+        while True:
+            # `apply` ops run containerd's applier on the unmounted snapshot; the rest go through
+            # the merged view, mounted at least once (the snapshotter makes its dirs then)
+            with mounted(oracle, upper_key, os.path.join(workdir, "merged")) as root:
+                while i < len(ops) and ops[i].op != "apply":
+                    log = fsops.apply_op(root, ops[i])
+                    if log is not None:
+                        logs.append((ops[i].line, log))
+                    i += 1
+            if i == len(ops):
+                break
+            apply_on_top(oracle, ops[i], upper_key)
+            i += 1
         upper_dir = os.path.join(oracle.snapshot_dir(upper_key), "fs")
         for op in scenario.upperdir:
             fsops.apply_op(upper_dir.encode(), op)
@@ -144,6 +153,22 @@ def apply_tar(oracle: Oracle, layer: LayerSource, key: str):
     except (ContainerdError, OSError) as e:
         raise LayerError(f"{layer.line}: containerd's erofs differ could not apply the lower "
                          f"layer {layer.path}: {e}") from None
+
+
+def apply_on_top(oracle: Oracle, op, key: str):
+    """The upper op `apply`: a layer applied onto the active snapshot by containerd's fs applier
+    (what the walking differ's Apply does when a layer is unpacked over its parent)."""
+    layer = LayerSource("tar", op.source, op.media_type, op.line)
+    try:
+        oracle.apply("walking", oracle.ingest(op.source, tar_media_type(layer)), key)
+    except ContainerdError as e:
+        if op.expect_error and fsops.error_matches(e, op.expect_error):
+            return
+        raise LayerError(f"{op.line}: containerd's applier could not apply {op.source} on "
+                         f"top: {e}") from None
+    if op.expect_error:
+        raise LayerError(f"{op.line}: apply {op.source} succeeded, but the scenario expects the "
+                         f"error {op.expect_error!r}")
 
 
 def copy_dir(layer: LayerSource, root: bytes):

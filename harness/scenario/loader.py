@@ -258,6 +258,8 @@ class _Checker:
         "run": ({"command"}, {"check", "timeout", "env"}),
         "copy": ({"from", "to"}, {"timeout"}),
         "many": ({"path", "count"}, {"size", "seed", "content", "mode", "mtime"}),
+        "sync": ({"from"}, {"timeout"}),
+        "apply": ({"tar"}, {"media_type"}),
     }
 
     def op(self, m, where, raw=False) -> Op | None:
@@ -272,9 +274,9 @@ class _Checker:
         required, optional = self.OP_KEYS[name]
         what = f"{where} ({name})"
         self.keys(m, required | optional | {"op", "expect_error"}, required, what)
-        if name == "run" and raw:
-            self.err(self.line_of(m, "op"), f"{what}: run works in the mounted merged view only "
-                     "(upper), not on the raw upper directory")
+        if name in ("run", "sync", "apply") and raw:
+            self.err(self.line_of(m, "op"), f"{what}: {name} works in the mounted merged view "
+                     "only (upper), not on the raw upper directory")
         content, size, gen = (None, None, None) if name == "many" else self.content_(m, what)
         typ = m.get("type")
         if name == "mknod" and typ not in NODE_TYPES:
@@ -287,6 +289,15 @@ class _Checker:
         if name == "copy":
             extra = {"source": self.host_path(m, "from", what),
                      "timeout": self.seconds(m, "timeout", what)}
+        elif name == "sync":
+            extra = {"source": self.host_path(m, "from", what, ("dir",)),
+                     "timeout": self.seconds(m, "timeout", what)}
+        elif name == "apply":
+            mt = m.get("media_type")
+            if mt is not None and not isinstance(mt, str):
+                self.err(self.line_of(m, "media_type"), f"{what}: media_type must be a string")
+            extra = {"source": self.host_path(m, "tar", what, ("file",)),
+                     "media_type": mt if isinstance(mt, str) else None}
         elif name == "many":
             extra, content, gen = self.many_fields(m, what)
         path_key = {"rename": "from", "copy": "to"}.get(name, "path")

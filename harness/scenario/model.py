@@ -10,7 +10,7 @@ DEFAULT_MEDIA_TYPES = (OCI_TAR, OCI_TAR_GZIP, OCI_TAR_ZSTD)
 
 ENTRY_TYPES = ("file", "dir", "symlink", "hardlink", "fifo", "char", "block", "socket")
 OPS = ("write", "append", "mkdir", "rm", "rmtree", "rename", "chmod", "chown", "mtime",
-       "symlink", "link", "setxattr", "mknod", "run", "copy", "many")
+       "symlink", "link", "setxattr", "mknod", "run", "copy", "many", "sync", "apply")
 NODE_TYPES = ("fifo", "char", "block", "socket")
 
 
@@ -77,7 +77,8 @@ class Op:
     check: bool = True                 # run: a non-zero exit status fails the scenario
     timeout: float | None = None       # run/copy: seconds
     env: tuple[tuple[str, str], ...] = ()   # run: added to the command's environment
-    source: str | None = None          # copy: absolute host path of a file or tree
+    source: str | None = None          # copy/sync/apply: absolute host path (file, tree, tar)
+    media_type: str | None = None      # apply: the layer's media type (None: from its bytes)
     count: int = 0                     # many: number of files (path is a str.format pattern of i)
     expect_error: str | None = None    # the op must fail: an errno name (EXDEV) or a substring
     line: int = 0
