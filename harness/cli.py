@@ -43,17 +43,22 @@ def _scenario_files(paths, tags=(), keyword=None) -> list[Path]:
 
 
 def cmd_run(args) -> int:
-    from . import runner
-    from .backends import BackendError, open_backend
-    from .report import terminal
     files = _scenario_files(args.paths, args.tag, args.k)
     if not files:
         raise UsageError("no scenario matched")
     if getattr(args, "oracle", "live") == "golden":
         return cmd_run_golden(args, files)
+    return _run_files(files, args)
+
+
+def _run_files(files, args, results=None) -> int:
+    """Run scenario files on the chosen backend, print the summary; the exit code."""
+    from . import runner
+    from .backends import BackendError, open_backend
+    from .report import terminal
     options = runner.RunOptions(containerd=args.containerd, keep=args.keep, keep_all=args.keep_all)
     kernels = ["6.1", "6.12"] if args.kernel == "all" else [args.kernel]
-    results = []
+    results = [] if results is None else results
     for kernel in (kernels if args.backend == "vm" else [None]):
         try:
             backend = open_backend(args.backend, kernel=kernel or "6.12", options=options)
@@ -304,17 +309,86 @@ def cmd_repro(args) -> int:
     for c in r.checks:
         if c.status != Status.PASS:
             print(f"[{c.status.value}] {c.name}\n{c.explanation}\n")
-    if r.message and r.status == Status.ERROR:
+    if r.message and r.status in (Status.ERROR, Status.SKIP):
         print(r.message)
     print(f"artifacts: {r.artifacts}")
     return 1 if r.status.failed else 0
 
 
 def _load_one(path):
+    """A scenario file, or a name: FILE.yaml, scenarios/NAME.yaml, or an absolute name."""
     p = Path(path)
-    if not p.exists() and (DEFAULT_SCENARIOS / (str(path) + ".yaml")).exists():
-        p = DEFAULT_SCENARIOS / (str(path) + ".yaml")
-    return load(p)
+    for c in (p, Path(str(path) + ".yaml"), DEFAULT_SCENARIOS / (str(path) + ".yaml")):
+        if c.is_file():
+            return load(c)
+    raise UsageError(f"no scenario file or name {path!r} (looked for {path}, {path}.yaml and "
+                     f"{DEFAULT_SCENARIOS / (str(path) + '.yaml')})")
+
+
+def _one_shot(args, data: dict, name: str) -> int:
+    """Write the scenario (to --save-scenario, else a temporary folder), run it like `run`."""
+    import shutil
+    import tempfile
+    from . import oneshot
+    from .report.artifacts import repro_script
+    command = "layerconf " + " ".join(sys.argv[1:]) if sys.argv[1:] else "layerconf"
+    if args.save_scenario:
+        path = Path(args.save_scenario).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = None
+    else:
+        # a folder named scenarios/ names the scenario by its file name alone
+        tmp = tempfile.mkdtemp(prefix="layerconf-oneshot-")
+        path = Path(tmp) / "scenarios" / f"{name}.yaml"
+        path.parent.mkdir()
+    try:
+        path.write_text(oneshot.to_yaml(data(None if tmp else str(path.parent)), command))
+        load(path)       # the written file must be a valid scenario: fail here, not in the guest
+        results = []
+        code = _run_files([path], args, results)
+        if tmp:
+            for r in results:
+                if r.artifacts and os.path.isdir(r.artifacts):
+                    # the temporary file goes away; its copy (absolute paths) stays
+                    copy = os.path.join(r.artifacts, "scenario.yaml")
+                    Path(r.artifacts, "repro.sh").write_text(repro_script(copy))
+            print("(rerun with --save-scenario FILE to keep the scenario file)")
+        else:
+            print(f"scenario: {os.path.relpath(path)}")
+        return code
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cmd_compare(args) -> int:
+    """Compare: LOWER a directory or layer tar/blob; UPPER the merged tree wanted (a directory)
+    or a layer tar/blob applied on top."""
+    from . import oneshot
+    try:
+        lk, uk = oneshot.kind_of(args.lower), oneshot.kind_of(args.upper)
+    except oneshot.OneShotError as e:
+        raise UsageError(str(e)) from None
+    media_types = args.media_type or ()
+    return _one_shot(args, lambda folder: oneshot.compare_scenario(
+        args.lower, args.upper, lk, uk, folder, media_types=media_types,
+        source_date_epoch=args.source_date_epoch), "compare-" + oneshot.slug(args.lower, args.upper))
+
+
+def cmd_apply(args) -> int:
+    """Apply BLOB with containerd's erofs differ and the reference; compare the results."""
+    from . import oneshot, state
+    from .scenario.model import LayerSource
+    if not os.path.isfile(args.blob):
+        raise UsageError(f"{args.blob}: no such file (give a layer tar or compressed blob)")
+    mt = args.media_type or state.tar_media_type(LayerSource("tar", args.blob))
+    return _one_shot(args, lambda folder: oneshot.apply_scenario(
+        args.blob, mt, folder, args.mkfs_option or ()), "apply-" + oneshot.slug(args.blob))
+
+
+def _fill(text: str) -> str:
+    import textwrap
+    return textwrap.fill(text, width=88)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -328,21 +402,68 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--tag", action="append", default=[], help="only scenarios with this tag")
         p.add_argument("-k", default=None, help="only scenarios whose name contains this text")
 
+    def run_flags(p):
+        p.add_argument("--backend", default=os.environ.get("LAYERCONF_BACKEND", "vm"),
+                       choices=("host", "vm", "auto"),
+                       help="vm (default, no root needed) or host (root)")
+        p.add_argument("--kernel", default="6.12", choices=("6.1", "6.12", "all"))
+        p.add_argument("--containerd", default="",
+                       help="containerd version (default: oracle/versions.txt)")
+        p.add_argument("--keep", default="artifacts", help="folder for failing scenarios' artifacts")
+        p.add_argument("--keep-all", action="store_true",
+                       help="keep artifacts of passing scenarios too")
+        p.add_argument("--junit", help="write JUnit XML here")
+        p.add_argument("--markdown", help="write a Markdown summary here")
+        p.add_argument("-q", "--quiet", action="store_true")
+
     p = sub.add_parser("run", help="run scenarios and print a summary")
     common(p)
-    p.add_argument("--backend", default=os.environ.get("LAYERCONF_BACKEND", "vm"),
-                   choices=("host", "vm", "auto"), help="vm (default, no root needed) or host (root)")
-    p.add_argument("--kernel", default="6.12", choices=("6.1", "6.12", "all"))
-    p.add_argument("--containerd", default="", help="containerd version (default: oracle/versions.txt)")
-    p.add_argument("--keep", default="artifacts", help="folder for failing scenarios' artifacts")
-    p.add_argument("--keep-all", action="store_true", help="keep artifacts of passing scenarios too")
-    p.add_argument("--junit", help="write JUnit XML here")
-    p.add_argument("--markdown", help="write a Markdown summary here")
-    p.add_argument("-q", "--quiet", action="store_true")
+    run_flags(p)
     p.add_argument("--oracle", default="live", choices=("live", "golden"),
                    help="live: run containerd (default); golden: check against fixtures/golden/ "
                         "recordings (no Go, no root, no VM)")
     p.set_defaults(fn=cmd_run)
+
+    epilog = ("Exit codes: 0 containerd and the reference agree (or differ by known quirks), "
+              "1 a conformance difference, 2 usage or set-up errors.")
+    p = sub.add_parser(
+        "compare", help="Compare LOWER and UPPER (directories or layer tars) without a YAML file",
+        description=_fill("Build a one-layer state from LOWER, change it into UPPER, and run containerd's "
+        "Compare (erofs and walking differs) against the reference, plus the round trip. LOWER: "
+        "a directory (copied in, owners/modes/times/xattrs/hardlinks kept) or a layer tar or "
+        "compressed blob (applied by containerd's erofs differ). UPPER: a directory = the "
+        "merged tree wanted (synced into the overlay: only differences change), or a layer "
+        "tar/blob applied on top by containerd's applier. Needs root for --backend host."),
+        epilog="Example: layerconf compare --backend host rootfs/ rootfs-after/ "
+               "--save-scenario bug.yaml\n" + epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("lower", help="lower layer: a directory or a layer tar/blob")
+    p.add_argument("upper", help="the merged tree wanted (directory) or a layer tar/blob on top")
+    p.add_argument("--media-type", action="append",
+                   help="Compare media type (repeatable; default: tar, tar+gzip, tar+zstd)")
+    p.add_argument("--source-date-epoch", type=int, help="SOURCE_DATE_EPOCH for both differs")
+    p.add_argument("--save-scenario", metavar="FILE",
+                   help="write the scenario file that reproduces this run (paths relative to it)")
+    run_flags(p)
+    p.set_defaults(fn=cmd_compare)
+
+    p = sub.add_parser(
+        "apply", help="Apply a layer BLOB with containerd and the reference without a YAML file",
+        description=_fill("Apply BLOB (a layer tar or compressed blob) with containerd's erofs differ "
+        "and the reference, and compare the returned descriptor, the error text and "
+        "layer.erofs byte for byte."),
+        epilog="Example: layerconf apply --backend host layer.tar.gz --save-scenario bug.yaml\n"
+               + epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("blob", help="a layer tar or compressed blob (gzip, zstd)")
+    p.add_argument("--media-type", help="media type of BLOB (default: from its first bytes: "
+                   "application/vnd.oci.image.layer.v1.tar[+gzip|+zstd])")
+    p.add_argument("--mkfs-option", action="append",
+                   help="an mkfs.erofs option for both differs (repeatable), e.g. "
+                   "--mkfs-option=-T0")
+    p.add_argument("--save-scenario", metavar="FILE",
+                   help="write the scenario file that reproduces this run (paths relative to it)")
+    run_flags(p)
+    p.set_defaults(fn=cmd_apply)
 
     p = sub.add_parser("golden", help="golden recordings of containerd's outputs (offline mode)")
     gsub = p.add_subparsers(dest="golden_cmd", required=True)
@@ -375,7 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, fn, text in (("show", cmd_show, "print the layer entries the reference expects"),
                            ("repro", cmd_repro, "rerun one scenario and keep its state")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("scenario")
+        p.add_argument("scenario", help="a scenario file, or a name as `run` prints it")
         p.add_argument("--containerd", default="")
         if name == "repro":
             p.add_argument("--keep", default=None)
