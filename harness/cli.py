@@ -361,6 +361,20 @@ def _one_shot(args, data: dict, name: str) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def cmd_corpus(args) -> int:
+    """Build or list the real-world corpus (.cache/corpus, by content hash)."""
+    from . import corpus
+    if args.corpus_cmd == "build":
+        try:
+            corpus.build(force=args.force, log=lambda m: print(f"corpus: {m}", flush=True))
+        except corpus.CorpusError as e:
+            raise UsageError(f"cannot build the corpus: {e}") from None
+    for name, size, digest in corpus.listing():
+        print(f"{name:42} {'(not built)' if size is None else f'{size:>12,} bytes'}  "
+              f"{digest[:16] if digest else ''}")
+    return 0
+
+
 def cmd_compare(args) -> int:
     """Compare: LOWER a directory or layer tar/blob; UPPER the merged tree wanted (a directory)
     or a layer tar/blob applied on top."""
@@ -464,6 +478,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the scenario file that reproduces this run (paths relative to it)")
     run_flags(p)
     p.set_defaults(fn=cmd_apply)
+
+    p = sub.add_parser("corpus", help="the real-world corpus (Debian rootfs tars), on demand",
+                       description=_fill("A Debian bookworm minbase rootfs (debootstrap) as "
+                       "layer tars by GNU tar, bsdtar and Python tarfile, plain, gzip and zstd, "
+                       "cached by content hash in .cache/corpus. Scenarios in "
+                       "scenarios/realworld/ use it (capability `corpus`); run them with "
+                       "`layerconf run --backend host scenarios/realworld`."))
+    csub = p.add_subparsers(dest="corpus_cmd", required=True)
+    c = csub.add_parser("build", help="debootstrap and write the tars (root, Debian mirror; "
+                        "minutes); nothing is done when already built")
+    c.add_argument("--force", action="store_true", help="build again")
+    c.set_defaults(fn=cmd_corpus)
+    c = csub.add_parser("list", help="the corpus files, their sizes and digests")
+    c.set_defaults(fn=cmd_corpus)
 
     p = sub.add_parser("golden", help="golden recordings of containerd's outputs (offline mode)")
     gsub = p.add_subparsers(dest="golden_cmd", required=True)

@@ -426,11 +426,28 @@ class _Checker:
                         expect_error=error, expect_by_version=by_version, apply_cases=apply_cases,
                         requires=self.str_list(data, "requires"), raw=data)
 
+    def corpus_path(self, m, key, what) -> str | None:
+        """`{corpus: NAME}`: a file of the real-world corpus (harness/corpus.py), which need not
+        be built yet: scenarios using it require the `corpus` capability."""
+        from harness import corpus
+        name = m.get(key)
+        if name not in corpus.NAMES:
+            self.err(self.line_of(m, key), f"{what}: corpus {name!r} is not a corpus file "
+                     f"(known: {', '.join(corpus.NAMES)})")
+            return None
+        return corpus.path(name)
+
     def layer_source(self, m, where) -> LayerSource | None:
+        if "corpus" in m:
+            self.keys(m, {"corpus", "media_type"}, set(), where)
+            path = self.corpus_path(m, "corpus", where)
+            mt = m.get("media_type")
+            return LayerSource("tar", path, mt if isinstance(mt, str) else None, m.line) \
+                if path else None
         kinds = [k for k in ("tar", "dir") if k in m]
         if len(kinds) != 1:
             self.err(m.line, f"{where} must be a list of entries, {{tar: PATH}} (a layer tar or "
-                     "compressed blob) or {dir: PATH} (a directory tree)")
+                     "compressed blob), {dir: PATH} (a directory tree) or {corpus: NAME}")
             return None
         kind = kinds[0]
         self.keys(m, {kind, "media_type"} if kind == "tar" else {kind}, set(), where)
@@ -505,6 +522,10 @@ class _Checker:
             fixture = blob["fixture"]
             if not (Path(__file__).resolve().parents[2] / "fixtures" / fixture).is_file():
                 self.err(c.line, f"{where}: fixture {fixture!r} does not exist under fixtures/")
+        elif isinstance(blob, _Map) and set(blob) == {"corpus"}:
+            fixture = self.corpus_path(blob, "corpus", f"{where} blob")
+            if fixture is None:
+                return None
         elif isinstance(blob, _Map) and set(blob) == {"file"}:
             # an absolute path: FIXTURES / "/abs" is "/abs", so it is read like a fixture
             fixture = self.host_path(blob, "file", f"{where} blob", ("file",))
