@@ -309,3 +309,53 @@ for _name in list(globals()):
             "test_cli_compare_and_apply_save_a_scenario_that_reruns"}:
         for _m in live:
             globals()[_name] = _m(globals()[_name])
+
+
+# -- corpus (without building it) ------------------------------------------------------------
+
+def test_corpus_names_load_without_the_corpus_and_unknown_names_do_not(tmp_path, monkeypatch):
+    from harness import corpus
+    monkeypatch.setattr(corpus, "CACHE", tmp_path / "empty-cache")
+    f = write(tmp_path / "s.yaml", """\
+        description: x
+        requires: [corpus]
+        lowers:
+          - {corpus: debian-bookworm-minbase.gnutar.tar}
+        apply:
+          media_type: application/vnd.oci.image.layer.v1.tar+zstd
+          blob: {corpus: debian-bookworm-minbase.pytar.tar.zst}
+        """)
+    s = load(f)
+    assert s.lowers[0].kind == "tar" and not os.path.exists(s.lowers[0].path)
+    assert s.apply_cases[0].fixture.endswith("debian-bookworm-minbase.pytar.tar.zst")
+    assert not corpus.built()
+    bad = write(tmp_path / "bad.yaml", "description: x\nlowers:\n  - {corpus: ubuntu.tar}\n")
+    with pytest.raises(ScenarioError, match=r"bad.yaml:3: lowers\[0\]: corpus 'ubuntu.tar' is not"):
+        load(bad)
+
+
+def test_corpus_index_maps_names_to_content_hashes(tmp_path, monkeypatch):
+    from harness import corpus
+    monkeypatch.setattr(corpus, "CACHE", tmp_path)
+    blobs = tmp_path / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    index = {}
+    for n in corpus.NAMES:
+        (tmp_path / "x").write_bytes(n.encode())
+        index[n] = corpus._store(tmp_path / "x", print)
+    (tmp_path / "index.json").write_text(__import__("json").dumps(index))
+    assert corpus.built()
+    name = corpus.NAMES[0]
+    assert Path(corpus.path(name)).read_bytes() == name.encode()
+    assert Path(corpus.path(name)).name == __import__("hashlib").sha256(name.encode()).hexdigest()
+
+
+def test_lazy_capabilities_skip_with_their_reason(monkeypatch):
+    from harness import corpus
+    monkeypatch.setattr(capabilities, "_LAZY_CACHE", {})
+    monkeypatch.setattr(corpus, "built", lambda: False)
+    monkeypatch.setattr(corpus, "mirror_reachable", lambda timeout=5.0: False)
+    miss = capabilities.missing(["corpus", "debian-mirror"])
+    assert any(m.startswith("corpus (") and "layerconf corpus build" in m for m in miss)
+    assert any(m.startswith("debian-mirror (") for m in miss)
+    assert "debian-mirror" not in capabilities.probe()     # never probed unless asked
