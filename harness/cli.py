@@ -441,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     epilog = ("Exit codes: 0 containerd and the reference agree (or differ by known quirks), "
               "1 a conformance difference, 2 usage or set-up errors.")
     p = sub.add_parser(
-        "compare", help="Compare LOWER and UPPER (directories or layer tars) without a YAML file",
+        "compare", help="compare LOWER and UPPER (directories or layer tars) without a YAML file",
         description=_fill("Build a one-layer state from LOWER, change it into UPPER, and run containerd's "
         "Compare (erofs and walking differs) against the reference, plus the round trip. LOWER: "
         "a directory (copied in, owners/modes/times/xattrs/hardlinks kept) or a layer tar or "
@@ -462,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_compare)
 
     p = sub.add_parser(
-        "apply", help="Apply a layer BLOB with containerd and the reference without a YAML file",
+        "apply", help="apply a layer BLOB with containerd and the reference without a YAML file",
         description=_fill("Apply BLOB (a layer tar or compressed blob) with containerd's erofs differ "
         "and the reference, and compare the returned descriptor, the error text and "
         "layer.erofs byte for byte."),
