@@ -354,7 +354,7 @@ def _one_shot(args, data: dict, name: str) -> int:
                     Path(r.artifacts, "repro.sh").write_text(repro_script(copy))
             print("(rerun with --save-scenario FILE to keep the scenario file)")
         else:
-            print(f"scenario: {os.path.relpath(path)}")
+            print(f"scenario: {args.save_scenario} (rerun: layerconf run {args.save_scenario})")
         return code
     finally:
         if tmp:
