@@ -359,3 +359,10 @@ def test_lazy_capabilities_skip_with_their_reason(monkeypatch):
     assert any(m.startswith("corpus (") and "layerconf corpus build" in m for m in miss)
     assert any(m.startswith("debian-mirror (") for m in miss)
     assert "debian-mirror" not in capabilities.probe()     # never probed unless asked
+
+
+def test_golden_path_stays_inside_the_golden_folder():
+    from harness.golden import golden_path
+    assert golden_path("whiteout/root-file", "/G") == Path("/G/whiteout/root-file.json")
+    assert golden_path("/tmp/a/same", "/G") == Path("/G/tmp/a/same.json")
+    assert golden_path("../x/y", "/G") == Path("/G/x/y.json")
