@@ -254,6 +254,21 @@ def test_expected_error_that_does_not_happen_is_an_error(session, tmp_path):
     assert r.status == Status.ERROR and "succeeded, but the scenario expects" in r.message
 
 
+def test_rename_of_a_lower_dir_is_exdev_raw_and_mv_otherwise(session, tmp_path):
+    f = write(tmp_path / "s.yaml", """\
+        description: x
+        lowers:
+          - - {path: d/f, content: x, mtime: 1600000000}
+        upper:
+          - {op: rename, from: d, to: e, expect_error: EXDEV}
+          - {op: rename, from: d, to: e}
+        """)
+    r = runner.run_scenario(load(f), session)
+    assert r.status == Status.PASS, r.message
+    e = entries(r)
+    assert ".wh.d" in e and e["e/f"].mtime == 1600000000      # copied keeping times, then deleted
+
+
 def test_sync_and_apply_on_top(session, tmp_path):
     layer_tar(tmp_path / "base.tar.gz", {"a": b"1", "b": b"2", "c": b"3"})
     layer_tar(tmp_path / "top.tar", {"n": b"new"}, whiteouts=[".wh.a"])
@@ -306,6 +321,7 @@ for _name in list(globals()):
             "test_tar_and_dir_lowers_with_generated_upper", "test_run_op_in_chroot",
             "test_failing_command_reports_its_output", "test_sync_and_apply_on_top",
             "test_expected_error_that_does_not_happen_is_an_error",
+            "test_rename_of_a_lower_dir_is_exdev_raw_and_mv_otherwise",
             "test_cli_compare_and_apply_save_a_scenario_that_reruns"}:
         for _m in live:
             globals()[_name] = _m(globals()[_name])
