@@ -269,6 +269,7 @@ def test_rename_of_a_lower_dir_is_exdev_raw_and_mv_otherwise(session, tmp_path):
     assert ".wh.d" in e and e["e/f"].mtime == 1600000000      # copied keeping times, then deleted
 
 
+@pytest.mark.skipif(not shutil.which("rsync"), reason="the sync op needs rsync")
 def test_sync_and_apply_on_top(session, tmp_path):
     layer_tar(tmp_path / "base.tar.gz", {"a": b"1", "b": b"2", "c": b"3"})
     layer_tar(tmp_path / "top.tar", {"n": b"new"}, whiteouts=[".wh.a"])
