@@ -31,7 +31,23 @@ KNOWN = {
     "large-scratch": "at least 48 GiB free for temporary files (layers of several GiB)",
     "tmpfs-scratch": "temporary files (so the overlay upper) are on tmpfs (directory sizes count entries)",
     "ext4-scratch": "temporary files (so the overlay upper) are on ext4 (a small directory is 4096 bytes)",
+    "debian-mirror": "the Debian mirror (deb.debian.org) answers within 5 s",
+    "corpus": "the real-world corpus is built in .cache/corpus (layerconf corpus build; root and "
+              "debian-mirror)",
 }
+
+
+def _lazy(name: str) -> bool:
+    """Capabilities probed only when a scenario asks (a network probe must not slow every run)."""
+    if name not in _LAZY_CACHE:
+        from . import corpus
+        fn = {"debian-mirror": corpus.mirror_reachable, "corpus": corpus.built}[name]
+        _LAZY_CACHE[name] = bool(fn())
+    return _LAZY_CACHE[name]
+
+
+_LAZY_CACHE: dict[str, bool] = {}
+LAZY = ("debian-mirror", "corpus")
 
 
 def _filesystems() -> set[str]:
@@ -150,7 +166,8 @@ def probe() -> dict:
             except (OSError, subprocess.SubprocessError):
                 caps[name] = False
     for name in KNOWN:
-        caps.setdefault(name, False)
+        if name not in LAZY:
+            caps.setdefault(name, False)
     return caps
 
 
@@ -162,6 +179,6 @@ def missing(requires) -> list[str]:
     for name in dict.fromkeys(need):
         if name not in KNOWN:
             out.append(f"{name} (unknown capability)")
-        elif not caps.get(name):
+        elif not (_lazy(name) if name in LAZY else caps.get(name)):
             out.append(f"{name} ({KNOWN[name]})")
     return out

@@ -44,15 +44,20 @@ def _scenario_files(paths, tags=(), keyword=None) -> list[Path]:
 
 
 def cmd_run(args) -> int:
-    from . import runner
-    from .backends import BackendError, open_backend
-    from .report import terminal
     files = _scenario_files(args.paths, args.tag, args.k)
     if not files:
         raise UsageError("no scenario matched")
     if getattr(args, "oracle", "live") == "golden":
         return cmd_run_golden(args, files)
-    from . import erofs_utils
+    return _run_files(files, args)
+
+
+def _run_files(files, args, results=None) -> int:
+    """Run scenario files on the chosen backend (for each erofs-utils version and kernel asked
+    for), print the summary; the exit code."""
+    from . import erofs_utils, runner
+    from .backends import BackendError, open_backend
+    from .report import terminal
     if args.backend != "host":
         from .oracle import binary_path, ensure_built, resolve
         containerd = resolve(args.containerd)
@@ -60,7 +65,7 @@ def cmd_run(args) -> int:
             ensure_built(containerd)     # the guest runs the host's build, never builds
     kernels = ["6.1", "6.12"] if args.kernel == "all" else [args.kernel]
     mkfs_versions = erofs_utils.versions() if args.mkfs == "all" else [args.mkfs]
-    results = []
+    results = [] if results is None else results
     for mkfs in mkfs_versions:
         # one artifacts folder per erofs-utils version, so the runs do not overwrite each other
         keep = os.path.join(args.keep, f"mkfs-{mkfs}") if args.keep and len(mkfs_versions) > 1 \
@@ -442,7 +447,7 @@ def cmd_repro(args) -> int:
     for c in r.checks:
         if c.status != Status.PASS:
             print(f"[{c.status.value}] {c.name}\n{c.explanation}\n")
-    if r.message and r.status == Status.ERROR:
+    if r.message and r.status in (Status.ERROR, Status.SKIP):
         print(r.message)
     print(f"artifacts: {r.artifacts}")
     return 1 if r.status.failed else 0
@@ -470,10 +475,93 @@ def cmd_export(args) -> int:
 
 
 def _load_one(path):
+    """A scenario file, or a name: FILE.yaml, scenarios/NAME.yaml, or an absolute name."""
     p = Path(path)
-    if not p.exists() and (DEFAULT_SCENARIOS / (str(path) + ".yaml")).exists():
-        p = DEFAULT_SCENARIOS / (str(path) + ".yaml")
-    return load(p)
+    for c in (p, Path(str(path) + ".yaml"), DEFAULT_SCENARIOS / (str(path) + ".yaml")):
+        if c.is_file():
+            return load(c)
+    raise UsageError(f"no scenario file or name {path!r} (looked for {path}, {path}.yaml and "
+                     f"{DEFAULT_SCENARIOS / (str(path) + '.yaml')})")
+
+
+def _one_shot(args, data: dict, name: str) -> int:
+    """Write the scenario (to --save-scenario, else a temporary folder), run it like `run`."""
+    import shutil
+    import tempfile
+    from . import oneshot
+    from .report.artifacts import repro_script
+    command = "layerconf " + " ".join(sys.argv[1:]) if sys.argv[1:] else "layerconf"
+    if args.save_scenario:
+        path = Path(args.save_scenario).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = None
+    else:
+        # a folder named scenarios/ names the scenario by its file name alone
+        tmp = tempfile.mkdtemp(prefix="layerconf-oneshot-")
+        path = Path(tmp) / "scenarios" / f"{name}.yaml"
+        path.parent.mkdir()
+    try:
+        path.write_text(oneshot.to_yaml(data(None if tmp else str(path.parent)), command))
+        load(path)       # the written file must be a valid scenario: fail here, not in the guest
+        results = []
+        code = _run_files([path], args, results)
+        if tmp:
+            for r in results:
+                if r.artifacts and os.path.isdir(r.artifacts):
+                    # the temporary file goes away; its copy (absolute paths) stays
+                    copy = os.path.join(r.artifacts, "scenario.yaml")
+                    Path(r.artifacts, "repro.sh").write_text(repro_script(copy))
+            print("(rerun with --save-scenario FILE to keep the scenario file)")
+        else:
+            print(f"scenario: {args.save_scenario} (rerun: layerconf run {args.save_scenario})")
+        return code
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cmd_corpus(args) -> int:
+    """Build or list the real-world corpus (.cache/corpus, by content hash)."""
+    from . import corpus
+    if args.corpus_cmd == "build":
+        try:
+            corpus.build(force=args.force, log=lambda m: print(f"corpus: {m}", flush=True))
+        except corpus.CorpusError as e:
+            raise UsageError(f"cannot build the corpus: {e}") from None
+    for name, size, digest in corpus.listing():
+        print(f"{name:42} {'(not built)' if size is None else f'{size:>12,} bytes'}  "
+              f"{digest[:16] if digest else ''}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    """Compare: LOWER a directory or layer tar/blob; UPPER the merged tree wanted (a directory)
+    or a layer tar/blob applied on top."""
+    from . import oneshot
+    try:
+        lk, uk = oneshot.kind_of(args.lower), oneshot.kind_of(args.upper)
+    except oneshot.OneShotError as e:
+        raise UsageError(str(e)) from None
+    media_types = args.media_type or ()
+    return _one_shot(args, lambda folder: oneshot.compare_scenario(
+        args.lower, args.upper, lk, uk, folder, media_types=media_types,
+        source_date_epoch=args.source_date_epoch), "compare-" + oneshot.slug(args.lower, args.upper))
+
+
+def cmd_apply(args) -> int:
+    """Apply BLOB with containerd's erofs differ and the reference; compare the results."""
+    from . import oneshot, state
+    from .scenario.model import LayerSource
+    if not os.path.isfile(args.blob):
+        raise UsageError(f"{args.blob}: no such file (give a layer tar or compressed blob)")
+    mt = args.media_type or state.tar_media_type(LayerSource("tar", args.blob))
+    return _one_shot(args, lambda folder: oneshot.apply_scenario(
+        args.blob, mt, folder, args.mkfs_option or ()), "apply-" + oneshot.slug(args.blob))
+
+
+def _fill(text: str) -> str:
+    import textwrap
+    return textwrap.fill(text, width=88)
 
 
 def _seconds(text: str) -> float:
@@ -499,27 +587,88 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--tag", action="append", default=[], help="only scenarios with this tag")
         p.add_argument("-k", default=None, help="only scenarios whose name contains this text")
 
+    def run_flags(p):
+        p.add_argument("--backend", default=os.environ.get("LAYERCONF_BACKEND", "vm"),
+                       choices=("host", "vm", "auto"),
+                       help="vm (default, no root needed) or host (root)")
+        p.add_argument("--kernel", default="6.12", choices=("6.1", "6.12", "all"))
+        p.add_argument("--containerd", default="", help=CONTAINERD_HELP)
+        p.add_argument("--keep", default="artifacts", help="folder for failing scenarios' artifacts")
+        p.add_argument("--keep-all", action="store_true",
+                       help="keep artifacts of passing scenarios too")
+        p.add_argument("--timeout", type=_seconds, default=300.0,
+                       help="deadline in seconds of each external call (oracle request, "
+                            "mkfs.erofs, mount; default 300); a scenario's `timeout:` key "
+                            "overrides it")
+        p.add_argument("--mkfs", default="", metavar="VERSION|all",
+                       help="erofs-utils version to run (pinned in erofs-utils/versions.txt; "
+                            "default: the system's mkfs.erofs); all: each pinned version in turn")
+        p.add_argument("--junit", help="write JUnit XML here")
+        p.add_argument("--markdown", help="write a Markdown summary here")
+        p.add_argument("-q", "--quiet", action="store_true")
+
     p = sub.add_parser("run", help="run scenarios and print a summary")
     common(p)
-    p.add_argument("--backend", default=os.environ.get("LAYERCONF_BACKEND", "vm"),
-                   choices=("host", "vm", "auto"), help="vm (default, no root needed) or host (root)")
-    p.add_argument("--kernel", default="6.12", choices=("6.1", "6.12", "all"))
-    p.add_argument("--containerd", default="", help=CONTAINERD_HELP)
-    p.add_argument("--keep", default="artifacts", help="folder for failing scenarios' artifacts")
-    p.add_argument("--keep-all", action="store_true", help="keep artifacts of passing scenarios too")
-    p.add_argument("--timeout", type=_seconds, default=300.0,
-                   help="deadline in seconds of each external call (oracle request, mkfs.erofs, "
-                        "mount; default 300); a scenario's `timeout:` key overrides it")
-    p.add_argument("--mkfs", default="", metavar="VERSION|all",
-                   help="erofs-utils version to run (pinned in erofs-utils/versions.txt; "
-                        "default: the system's mkfs.erofs); all: each pinned version in turn")
-    p.add_argument("--junit", help="write JUnit XML here")
-    p.add_argument("--markdown", help="write a Markdown summary here")
-    p.add_argument("-q", "--quiet", action="store_true")
+    run_flags(p)
     p.add_argument("--oracle", default="live", choices=("live", "golden"),
                    help="live: run containerd (default); golden: check against fixtures/golden/ "
                         "recordings (no Go, no root, no VM)")
     p.set_defaults(fn=cmd_run)
+
+    epilog = ("Exit codes: 0 containerd and the reference agree (or differ by known quirks), "
+              "1 a conformance difference, 2 usage or set-up errors.")
+    p = sub.add_parser(
+        "compare", help="compare LOWER and UPPER (directories or layer tars) without a YAML file",
+        description=_fill("Build a one-layer state from LOWER, change it into UPPER, and run containerd's "
+        "Compare (erofs and walking differs) against the reference, plus the round trip. LOWER: "
+        "a directory (copied in, owners/modes/times/xattrs/hardlinks kept) or a layer tar or "
+        "compressed blob (applied by containerd's erofs differ). UPPER: a directory = the "
+        "merged tree wanted (synced into the overlay: only differences change), or a layer "
+        "tar/blob applied on top by containerd's applier. Needs root for --backend host."),
+        epilog="Example: layerconf compare --backend host rootfs/ rootfs-after/ "
+               "--save-scenario bug.yaml\n" + epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("lower", help="lower layer: a directory or a layer tar/blob")
+    p.add_argument("upper", help="the merged tree wanted (directory) or a layer tar/blob on top")
+    p.add_argument("--media-type", action="append",
+                   help="Compare media type (repeatable; default: tar, tar+gzip, tar+zstd)")
+    p.add_argument("--source-date-epoch", type=int, help="SOURCE_DATE_EPOCH for both differs")
+    p.add_argument("--save-scenario", metavar="FILE",
+                   help="write the scenario file that reproduces this run (paths relative to it)")
+    run_flags(p)
+    p.set_defaults(fn=cmd_compare)
+
+    p = sub.add_parser(
+        "apply", help="apply a layer BLOB with containerd and the reference without a YAML file",
+        description=_fill("Apply BLOB (a layer tar or compressed blob) with containerd's erofs differ "
+        "and the reference, and compare the returned descriptor, the error text and "
+        "layer.erofs byte for byte."),
+        epilog="Example: layerconf apply --backend host layer.tar.gz --save-scenario bug.yaml\n"
+               + epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("blob", help="a layer tar or compressed blob (gzip, zstd)")
+    p.add_argument("--media-type", help="media type of BLOB (default: from its first bytes: "
+                   "application/vnd.oci.image.layer.v1.tar[+gzip|+zstd])")
+    p.add_argument("--mkfs-option", action="append",
+                   help="an mkfs.erofs option for both differs (repeatable), e.g. "
+                   "--mkfs-option=-T0")
+    p.add_argument("--save-scenario", metavar="FILE",
+                   help="write the scenario file that reproduces this run (paths relative to it)")
+    run_flags(p)
+    p.set_defaults(fn=cmd_apply)
+
+    p = sub.add_parser("corpus", help="the real-world corpus (Debian rootfs tars), on demand",
+                       description=_fill("A Debian bookworm minbase rootfs (debootstrap) as "
+                       "layer tars by GNU tar, bsdtar and Python tarfile, plain, gzip and zstd, "
+                       "cached by content hash in .cache/corpus. Scenarios in "
+                       "scenarios/realworld/ use it (capability `corpus`); run them with "
+                       "`layerconf run --backend host scenarios/realworld`."))
+    csub = p.add_subparsers(dest="corpus_cmd", required=True)
+    c = csub.add_parser("build", help="debootstrap and write the tars (root, Debian mirror; "
+                        "minutes); nothing is done when already built")
+    c.add_argument("--force", action="store_true", help="build again")
+    c.set_defaults(fn=cmd_corpus)
+    c = csub.add_parser("list", help="the corpus files, their sizes and digests")
+    c.set_defaults(fn=cmd_corpus)
 
     p = sub.add_parser("golden", help="golden recordings of containerd's outputs (offline mode)")
     gsub = p.add_subparsers(dest="golden_cmd", required=True)
@@ -571,7 +720,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                "layer entries the reference expects for a scenario"),
                            ("repro", cmd_repro, "rerun one scenario and keep its state")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("scenario")
+        p.add_argument("scenario", help="a scenario file, or a name as `run` prints it")
         p.add_argument("--containerd", default="", help=CONTAINERD_HELP)
         if name == "repro":
             p.add_argument("--keep", default=None)

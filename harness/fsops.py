@@ -5,14 +5,22 @@ UTF-8). Lower layers are populated with `populate`; upper ops are run with `appl
 """
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import stat
+import subprocess
 
-from .scenario.model import Entry, Op
+from . import chroot
+from .scenario import generators
+from .scenario.model import Entry, Generated, Op
 
 DEFAULT_FILE_MODE = 0o644
 DEFAULT_DIR_MODE = 0o755
+COPY_TIMEOUT = 600.0
+# cp -a without its "ignore what cannot be kept": an xattr that cannot be copied is an error
+CP = ["cp", "--no-dereference", "--recursive", "--no-target-directory",
+      "--preserve=mode,ownership,timestamps,links,xattr"]
 
 
 class OpError(Exception):
@@ -29,13 +37,44 @@ def _parents(root: bytes, rel: bytes):
         os.makedirs(_p(root, parent), mode=DEFAULT_DIR_MODE, exist_ok=True)
 
 
-def write_file(root, rel, content: bytes | None = None, size: int | None = None, append=False):
+def write_file(root, rel, content: bytes | None = None, size: int | None = None, append=False,
+               gen: Generated | None = None, stream: int = 0):
     _parents(root, rel)
     with open(_p(root, rel), "ab" if append else "wb") as f:
         if content:
             f.write(content)
+        if gen is not None:
+            for chunk in generators.pseudo_random(gen.size, gen.seed, stream):
+                f.write(chunk)
         if size is not None:
             f.truncate(size)          # sparse: no blocks for the zeros
+
+
+def sync_tree(src: str, dst: bytes, timeout: float | None = None):
+    """Make dst equal to the host tree src (contents by checksum, owners, modes, times, xattrs,
+    hardlinks, special files; extra names deleted), changing only what differs: rsync."""
+    argv = ["rsync", "-aHAX", "--numeric-ids", "--delete", "--checksum", src.rstrip("/") + "/",
+            os.fsdecode(dst).rstrip("/") + "/"]
+    try:
+        p = subprocess.run(argv, capture_output=True, timeout=timeout or COPY_TIMEOUT)
+    except FileNotFoundError:
+        raise OSError(errno.ENOENT, "sync needs rsync (apt-get install rsync)") from None
+    except subprocess.TimeoutExpired:
+        raise OSError(errno.ETIMEDOUT, f"rsync did not finish within {timeout or COPY_TIMEOUT:g} s")
+    if p.returncode:
+        raise OSError(errno.EIO, "rsync: " + p.stderr.decode(errors="replace").strip())
+
+
+def copy_tree(src: str, dst: bytes, timeout: float | None = None):
+    """Copy a host file or tree to dst (merged into dst when both are directories), keeping
+    owners, modes, times, xattrs, hardlinks and special files, as `cp -a` does."""
+    argv = CP + [src, os.fsdecode(dst)]
+    try:
+        p = subprocess.run(argv, capture_output=True, timeout=timeout or COPY_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise OSError(errno.ETIMEDOUT, f"cp did not finish within {timeout or COPY_TIMEOUT:g} s")
+    if p.returncode:
+        raise OSError(errno.EIO, "cp: " + p.stderr.decode(errors="replace").strip())
 
 
 def make_node(root, rel, typ: str, mode: int, major=0, minor=0):
@@ -95,7 +134,7 @@ def populate(root: bytes, entries: tuple[Entry, ...]):
 
 def _create_entry(root, e: Entry):
     if e.type == "file":
-        write_file(root, e.path, e.content, e.size)
+        write_file(root, e.path, e.content, e.size, gen=e.gen)
     elif e.type == "dir":
         os.makedirs(_p(root, e.path), mode=DEFAULT_DIR_MODE, exist_ok=True)
     elif e.type == "symlink":
@@ -109,19 +148,39 @@ def _create_entry(root, e: Entry):
                   e.major, e.minor)
 
 
-def apply_op(root: bytes, op: Op):
-    """Run one upper operation under root; OpError names the scenario line on failure."""
+def apply_op(root: bytes, op: Op) -> str | None:
+    """Run one upper operation under root; OpError names the scenario line on failure (or on
+    success when the op states `expect_error`). Returns a run op's log."""
+    what = f"{op.op} {op.path.decode(errors='replace')!r}" if op.path else op.op
     try:
-        _apply(root, op)
-    except OSError as err:
-        what = op.path.decode(errors="replace") if op.path else ""
-        raise OpError(f"line {op.line}: {op.op} {what!r} failed: {err.strerror}") from None
+        log = _apply(root, op)
+    except (OSError, chroot.CommandFailed) as err:
+        text = str(err) if isinstance(err, chroot.CommandFailed) else (err.strerror or str(err))
+        if op.expect_error and error_matches(err, op.expect_error):
+            return None
+        hint = ""
+        if op.expect_error:
+            hint = f" (the scenario expects an error matching {op.expect_error!r})"
+        raise OpError(f"line {op.line}: {what} failed: {text}{hint}") from None
+    if op.expect_error:
+        raise OpError(f"line {op.line}: {what} succeeded, but the scenario expects "
+                      f"the error {op.expect_error!r}")
+    return log
+
+
+def error_matches(err: Exception, expected: str) -> bool:
+    """An errno name (EXDEV) matches the error's errno; any other text is a substring."""
+    code = getattr(err, "errno", None)
+    if code is not None and errno.errorcode.get(code) == expected:
+        return True
+    text = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+    return expected in text
 
 
 def _apply(root, op: Op):
     o, path = op.op, op.path
     if o == "write":
-        write_file(root, path, op.content, op.size)
+        write_file(root, path, op.content, op.size, gen=op.gen)
         set_meta(root, path, mode=op.mode, uid=op.uid, gid=op.gid, mtime_ns=op.mtime_ns)
     elif o == "append":
         write_file(root, path, op.content, append=True)
@@ -138,7 +197,7 @@ def _apply(root, op: Op):
         _rmtree(_p(root, path))
     elif o == "rename":
         _parents(root, op.to)
-        os.rename(_p(root, path), _p(root, op.to))
+        _rename(_p(root, path), _p(root, op.to), raw=op.expect_error is not None)
     elif o == "chmod":
         os.chmod(_p(root, path), op.mode)
     elif o == "chown":
@@ -158,8 +217,39 @@ def _apply(root, op: Op):
         make_node(root, path, op.type, op.mode if op.mode is not None else DEFAULT_FILE_MODE,
                   op.major, op.minor)
         set_meta(root, path, uid=op.uid, gid=op.gid, mtime_ns=op.mtime_ns)
+    elif o == "run":
+        return chroot.run(root, op.command, timeout=op.timeout, env=dict(op.env), check=op.check)
+    elif o == "copy":
+        _parents(root, path)
+        copy_tree(op.source, _p(root, path), op.timeout)
+    elif o == "sync":
+        sync_tree(op.source, root, op.timeout)
+    elif o == "many":
+        pattern = path.decode()
+        for i in range(op.count):
+            rel = generators.many_path(pattern, i).encode()
+            write_file(root, rel, op.content, gen=op.gen, stream=i)
+            set_meta(root, rel, mode=op.mode, mtime_ns=op.mtime_ns)
     else:  # the loader only lets known ops through
         raise OSError(0, f"unknown op {o}")
+    return None
+
+
+def _rename(src: bytes, dst: bytes, raw: bool):
+    """rename(2); on EXDEV (overlayfs will not rename a lower directory without redirect_dir)
+    copy then delete, as mv does. `raw` (the op expects an error) keeps rename(2)'s error."""
+    try:
+        os.rename(src, dst)
+        return
+    except OSError as e:
+        if e.errno != errno.EXDEV or raw:
+            raise
+    if os.path.isdir(dst) and not os.path.islink(dst):
+        os.rmdir(dst)             # rename(2) replaces an empty dir only; so does this
+    elif os.path.lexists(dst):
+        os.unlink(dst)
+    copy_tree(os.fsdecode(src), dst)
+    _rmtree(src)
 
 
 def _rmtree(path: bytes):

@@ -69,7 +69,9 @@ def _stat_or_errno(path: bytes) -> dict:
 
 
 def golden_path(scenario_name: str, golden_dir: Path | str | None = None) -> Path:
-    return Path(golden_dir or GOLDEN_DIR) / f"{scenario_name}.json"
+    # names of files outside scenarios/ may be absolute or start with '..': keep them inside
+    parts = [p for p in Path(scenario_name).parts if p not in ("/", "..", ".")]
+    return Path(golden_dir or GOLDEN_DIR, *parts[:-1]) / f"{parts[-1] if parts else '_'}.json"
 
 
 def scenario_sha(path: str) -> str:

@@ -41,8 +41,11 @@ class RunOptions:
     mkfs: str = ""                       # erofs-utils version (erofs-utils/versions.txt); "" =
                                          # the system's mkfs.erofs
 
+    start_dir: str | None = None         # names of files outside scenarios/ are relative to it
+
     def __post_init__(self):
         self.containerd = resolve(self.containerd)
+        self.start_dir = self.start_dir or os.getcwd()   # the host's, also inside the VM
 
 
 class Session:
@@ -381,7 +384,7 @@ def run_file(path: str, options: dict | None = None) -> dict:
             _SESSION.close()
         _SESSION = Session(opts)
     try:
-        scenario = load(path)
+        scenario = load(path, start=opts.start_dir)
     except ScenarioError as e:
         return result_to_dict(ScenarioResult(scenario=str(path), path=str(path),
                                              status=Status.ERROR, message=str(e)))

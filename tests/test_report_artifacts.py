@@ -4,6 +4,8 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import subprocess
+import sys
 
 from harness.reference.gotar import Format, Header, write_tar
 from harness.report.artifacts import folder_name, keep
@@ -51,8 +53,12 @@ def test_keep(tmp_path):
     assert data["status"] == "fail" and data["artifacts"] == folder
     assert data["outcomes"][0]["tar_size"] == len(go) and "tar" not in data["outcomes"][0]
     repro = open(os.path.join(folder, "repro.sh")).read()
-    assert f"layerconf repro {scen}" in repro
+    assert f"{sys.executable} -m harness.cli repro {scen} " in repro
     assert os.access(os.path.join(folder, "repro.sh"), os.X_OK)
+    # runs the harness without `layerconf` on PATH, from any folder
+    proc = subprocess.run([os.path.join(folder, "repro.sh"), "--help"], capture_output=True,
+                          text=True, cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, timeout=60)
+    assert proc.returncode == 0 and "usage: layerconf repro" in proc.stdout, proc.stderr
     # keeping again replaces the folder
     assert keep(r, str(scen), str(tmp_path / "keep")) == folder
 

@@ -15,7 +15,7 @@ class HostBackend:
 
     def run_file(self, path: str) -> dict:
         try:
-            scenario = runner.load(path)
+            scenario = runner.load(path, start=self.options.start_dir)
         except runner.ScenarioError as e:
             return runner.result_to_dict(runner.ScenarioResult(
                 scenario=str(path), path=str(path), status=runner.Status.ERROR, message=str(e)))

@@ -9,7 +9,7 @@
                                           per media type only when its tar differs)
         explanation.txt                   every check, then the full (unclipped) tar diffs
         result.json                       the result (blobs as sha256/size)
-        repro.sh                          layerconf repro <scenario-path>
+        repro.sh                          <python> -m harness.cli repro <scenario-path>
         <name>                            extra files of the run (result.files): oracle logs,
                                           Apply images, tree listings of an Apply case
 
@@ -24,7 +24,9 @@ import os
 import re
 import shlex
 import shutil
+import sys
 import traceback
+from pathlib import Path
 
 from ..result import ScenarioResult
 from . import short_media_type
@@ -98,9 +100,16 @@ def explanation_text(result: ScenarioResult) -> str:
     return "\n".join(out) + "\n"
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
 def repro_script(scenario_path: str) -> str:
-    return ("#!/bin/sh\n# Re-run this scenario with its artifacts kept; run from the layerconf "
-            "checkout.\n" f"layerconf repro {shlex.quote(str(scenario_path))}\n")
+    """A script that reruns the scenario with the interpreter and checkout that ran it (no
+    reliance on `layerconf` being on PATH); extra arguments go to `layerconf repro`."""
+    path = shlex.quote(os.path.abspath(str(scenario_path)))
+    return ("#!/bin/sh\n# Re-run this scenario with its artifacts kept (layerconf repro).\n"
+            f"PYTHONPATH={shlex.quote(str(REPO))}${{PYTHONPATH:+:$PYTHONPATH}} exec "
+            f"{shlex.quote(sys.executable)} -m harness.cli repro {path} \"$@\"\n")
 
 
 def keep(result: ScenarioResult, scenario_path, outdir) -> str:

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import yaml
 
+from . import generators
 from .model import (APPLY_CHECKS, DEFAULT_MEDIA_TYPES, ENTRY_TYPES, NODE_TYPES, OPS, ApplyCase,
-                    Entry, Op, Scenario)
+                    Entry, Generated, LayerSource, Op, Scenario)
 
 
 def _show(b: bytes) -> str:
@@ -78,6 +79,7 @@ class _Checker:
 
     def __init__(self, path: str):
         self.path = path
+        self.base = os.path.dirname(os.path.abspath(path))   # host paths are relative to the file
         self.problems: list[tuple[int, str]] = []
 
     def err(self, line: int, msg: str):
@@ -152,23 +154,48 @@ class _Checker:
                      f"(integer or decimal), not {v!r}")
             return None
 
-    def content_(self, m, what) -> tuple[bytes | None, int | None]:
+    def content_(self, m, what) -> tuple[bytes | None, int | None, Generated | None]:
+        """(content, sparse size, generated) from content / content_hex / size."""
         given = [k for k in ("content", "content_hex", "size") if k in m]
         if len(given) > 1:
             self.err(m.line, f"{what}: give only one of content, content_hex, size")
         if "content_hex" in m:
             try:
-                return bytes.fromhex(str(m["content_hex"])), None
+                return bytes.fromhex(str(m["content_hex"])), None, None
             except ValueError:
                 self.err(self.line_of(m, "content_hex"), f"{what}: content_hex is not hexadecimal")
-                return None, None
+                return None, None, None
         if "size" in m:
-            return None, self.int_(m, "size", what, lo=0)
+            return None, self.int_(m, "size", what, lo=0), None
         c = m.get("content")
+        if isinstance(c, _Map):
+            return None, None, self.generated(c, what)
         if c is not None and not isinstance(c, str):
-            self.err(self.line_of(m, "content"), f"{what}: content must be a string")
-            return None, None
-        return (c.encode() if c is not None else None), None
+            self.err(self.line_of(m, "content"), f"{what}: content must be a string or "
+                     "{size: N, seed: S}")
+            return None, None, None
+        return (c.encode() if c is not None else None), None, None
+
+    def generated(self, c, what) -> Generated | None:
+        self.keys(c, {"size", "seed"}, {"size"}, f"{what} content")
+        size = self.int_(c, "size", f"{what} content", lo=0)
+        seed = self.int_(c, "seed", f"{what} content", lo=0)
+        return Generated(size, seed or 0) if size is not None else None
+
+    def host_path(self, m, key, what, kinds=("file", "dir")) -> str | None:
+        """A path on this machine, relative to the scenario file's folder; it must exist."""
+        v = m.get(key)
+        line = self.line_of(m, key)
+        if not isinstance(v, str) or not v:
+            self.err(line, f"{what}: {key} must be a path (relative to the scenario file)")
+            return None
+        p = os.path.normpath(os.path.join(self.base, os.path.expanduser(v)))
+        ok = (("file" in kinds and os.path.isfile(p)) or ("dir" in kinds and os.path.isdir(p)))
+        if not ok:
+            there = "does not exist" if not os.path.lexists(p) else "is not a " + " or ".join(kinds)
+            self.err(line, f"{what}: {key} {v!r} {there} (looked for {p})")
+            return None
+        return p
 
     def xattrs_(self, m, what) -> tuple:
         v = m.get("xattrs")
@@ -197,8 +224,8 @@ class _Checker:
         if typ not in ENTRY_TYPES:
             self.err(self.line_of(m, "type"), f"{what}: type {typ!r} is not one of {', '.join(ENTRY_TYPES)}")
             return None
-        content, size = self.content_(m, what)
-        if (content is not None or size is not None) and typ != "file":
+        content, size, gen = self.content_(m, what)
+        if (content is not None or size is not None or gen is not None) and typ != "file":
             self.err(m.line, f"{what}: content/size only apply to type file")
         target = self.bytes_(m, "target", what, relpath=(typ == "hardlink"))
         if typ in ("symlink", "hardlink") and target is None:
@@ -206,7 +233,7 @@ class _Checker:
         if typ not in ("symlink", "hardlink") and "target" in m:
             self.err(self.line_of(m, "target"), f"{what}: target only applies to symlink/hardlink")
         return Entry(path=self.bytes_(m, "path", what, relpath=True) or b"?", type=typ,
-                     content=content, size=size, target=target,
+                     content=content, size=size, gen=gen, target=target,
                      mode=self.int_(m, "mode", what, lo=0, hi=0o7777),
                      uid=self.int_(m, "uid", what, lo=0, hi=2**32 - 2) or 0,
                      gid=self.int_(m, "gid", what, lo=0, hi=2**32 - 2) or 0,
@@ -228,9 +255,14 @@ class _Checker:
         "link": ({"path", "target"}, set()),
         "setxattr": ({"path", "name", "value"}, set()),
         "mknod": ({"path", "type"}, {"major", "minor", "mode", "uid", "gid", "mtime"}),
+        "run": ({"command"}, {"check", "timeout", "env"}),
+        "copy": ({"from", "to"}, {"timeout"}),
+        "many": ({"path", "count"}, {"size", "seed", "content", "mode", "mtime"}),
+        "sync": ({"from"}, {"timeout"}),
+        "apply": ({"tar"}, {"media_type"}),
     }
 
-    def op(self, m, where) -> Op | None:
+    def op(self, m, where, raw=False) -> Op | None:
         if not isinstance(m, _Map) or "op" not in m:
             self.err(getattr(m, "line", 0), f"{where} must be a mapping with an 'op' key "
                      f"(one of {', '.join(OPS)})")
@@ -241,12 +273,34 @@ class _Checker:
             return None
         required, optional = self.OP_KEYS[name]
         what = f"{where} ({name})"
-        self.keys(m, required | optional | {"op"}, required, what)
-        content, size = self.content_(m, what)
+        self.keys(m, required | optional | {"op", "expect_error"}, required, what)
+        if name in ("run", "sync", "apply") and raw:
+            self.err(self.line_of(m, "op"), f"{what}: {name} works in the mounted merged view "
+                     "only (upper), not on the raw upper directory")
+        content, size, gen = (None, None, None) if name == "many" else self.content_(m, what)
         typ = m.get("type")
         if name == "mknod" and typ not in NODE_TYPES:
             self.err(self.line_of(m, "type"), f"{what}: type must be one of {', '.join(NODE_TYPES)}")
-        path_key = "from" if name == "rename" else "path"
+        expect_error = m.get("expect_error")
+        if expect_error is not None and (not isinstance(expect_error, str) or not expect_error):
+            self.err(self.line_of(m, "expect_error"), f"{what}: expect_error must be an errno name "
+                     "(EXDEV) or a non-empty substring of the error")
+        extra = self.run_fields(m, what) if name == "run" else {}
+        if name == "copy":
+            extra = {"source": self.host_path(m, "from", what),
+                     "timeout": self.seconds(m, "timeout", what)}
+        elif name == "sync":
+            extra = {"source": self.host_path(m, "from", what, ("dir",)),
+                     "timeout": self.seconds(m, "timeout", what)}
+        elif name == "apply":
+            mt = m.get("media_type")
+            if mt is not None and not isinstance(mt, str):
+                self.err(self.line_of(m, "media_type"), f"{what}: media_type must be a string")
+            extra = {"source": self.host_path(m, "tar", what, ("file",)),
+                     "media_type": mt if isinstance(mt, str) else None}
+        elif name == "many":
+            extra, content, gen = self.many_fields(m, what)
+        path_key = {"rename": "from", "copy": "to"}.get(name, "path")
         return Op(op=name, path=self.bytes_(m, path_key, what, relpath=True),
                   to=self.bytes_(m, "to", what, relpath=True),
                   target=self.bytes_(m, "target", what, relpath=(name == "link")),
@@ -257,7 +311,59 @@ class _Checker:
                   name=str(m["name"]) if "name" in m else None,
                   value=self.bytes_(m, "value", what), type=typ,
                   major=self.int_(m, "major", what, lo=0, hi=4095) or 0,
-                  minor=self.int_(m, "minor", what, lo=0, hi=2**20 - 1) or 0, line=m.line)
+                  minor=self.int_(m, "minor", what, lo=0, hi=2**20 - 1) or 0, gen=gen,
+                  expect_error=expect_error if isinstance(expect_error, str) else None,
+                  line=m.line, **extra)
+
+    def seconds(self, m, key, what) -> float | None:
+        v = m.get(key)
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+            self.err(self.line_of(m, key), f"{what}: {key} must be a positive number of seconds")
+            return None
+        return float(v)
+
+    def run_fields(self, m, what) -> dict:
+        cmd = m.get("command")
+        if isinstance(cmd, str) and cmd.strip():
+            argv = ("/bin/sh", "-c", cmd)
+        elif isinstance(cmd, list) and cmd and all(isinstance(a, str) for a in cmd):
+            argv = tuple(cmd)
+        else:
+            self.err(self.line_of(m, "command"), f"{what}: command must be a shell command line "
+                     "(string) or an argv list of strings")
+            argv = ()
+        check = m.get("check", True)
+        if not isinstance(check, bool):
+            self.err(self.line_of(m, "check"), f"{what}: check must be true or false")
+            check = True
+        env = m.get("env", _Map())
+        if not isinstance(env, _Map) or not all(isinstance(v, (str, int)) for v in env.values()):
+            self.err(self.line_of(m, "env"), f"{what}: env must map names to strings")
+            env = {}
+        return {"command": argv, "check": check, "timeout": self.seconds(m, "timeout", what),
+                "env": tuple((str(k), str(v)) for k, v in env.items())}
+
+    def many_fields(self, m, what):
+        count = self.int_(m, "count", what, lo=1, hi=10_000_000)
+        pattern = m.get("path")
+        if isinstance(pattern, str) and count:
+            try:
+                generators.check_pattern(pattern, count)
+            except generators.PatternError as e:
+                self.err(self.line_of(m, "path"), f"{what}: {e}")
+        content, size, seed = m.get("content"), self.int_(m, "size", what, lo=0), None
+        if content is not None and size is not None:
+            self.err(m.line, f"{what}: give content (the same text in every file) or size "
+                     "(pseudo-random bytes), not both")
+        if content is not None and not isinstance(content, str):
+            self.err(self.line_of(m, "content"), f"{what}: content must be a string")
+            content = None
+        if "seed" in m:
+            seed = self.int_(m, "seed", what, lo=0)
+        gen = Generated(size, seed or 0) if size is not None else None
+        return {"count": count or 0}, (content.encode() if content is not None else None), gen
 
     def str_list(self, m, key) -> tuple[str, ...]:
         v = m.get(key, [])
@@ -279,8 +385,14 @@ class _Checker:
             self.err(self.line_of(data, "lowers"), "lowers must be a list of layers (each a list of entries)")
             raw_lowers = []
         for i, layer in enumerate(raw_lowers):
+            if isinstance(layer, _Map):
+                source = self.layer_source(layer, f"lowers[{i}]")
+                if source:
+                    lowers.append(source)
+                continue
             if not isinstance(layer, list):
-                self.err(self.line_of(data, "lowers"), f"lowers[{i}] must be a list of entries")
+                self.err(self.line_of(data, "lowers"), f"lowers[{i}] must be a list of entries, "
+                         "{tar: PATH} or {dir: PATH}")
                 continue
             entries = [self.entry(e, f"lowers[{i}][{j}]") for j, e in enumerate(layer)]
             lowers.append(tuple(e for e in entries if e))
@@ -291,7 +403,8 @@ class _Checker:
             if not isinstance(raw, list):
                 self.err(self.line_of(data, key), f"{key} must be a list of operations")
                 raw = []
-            ops[key] = tuple(o for o in (self.op(x, f"{key}[{i}]") for i, x in enumerate(raw)) if o)
+            ops[key] = tuple(o for o in (self.op(x, f"{key}[{i}]", raw=(key == "upperdir"))
+                                         for i, x in enumerate(raw)) if o)
         compare = data.get("compare", _Map())
         media_types, epoch = DEFAULT_MEDIA_TYPES, None
         if not isinstance(compare, _Map):
@@ -319,6 +432,38 @@ class _Checker:
                         expect_error=error, expect_by_version=by_version, apply_cases=apply_cases,
                         requires=self.str_list(data, "requires"),
                         timeout=float(timeout) if timeout else None, raw=data)
+
+    def corpus_path(self, m, key, what) -> str | None:
+        """`{corpus: NAME}`: a file of the real-world corpus (harness/corpus.py), which need not
+        be built yet: scenarios using it require the `corpus` capability."""
+        from harness import corpus
+        name = m.get(key)
+        if name not in corpus.NAMES:
+            self.err(self.line_of(m, key), f"{what}: corpus {name!r} is not a corpus file "
+                     f"(known: {', '.join(corpus.NAMES)})")
+            return None
+        return corpus.path(name)
+
+    def layer_source(self, m, where) -> LayerSource | None:
+        if "corpus" in m:
+            self.keys(m, {"corpus", "media_type"}, set(), where)
+            path = self.corpus_path(m, "corpus", where)
+            mt = m.get("media_type")
+            return LayerSource("tar", path, mt if isinstance(mt, str) else None, m.line) \
+                if path else None
+        kinds = [k for k in ("tar", "dir") if k in m]
+        if len(kinds) != 1:
+            self.err(m.line, f"{where} must be a list of entries, {{tar: PATH}} (a layer tar or "
+                     "compressed blob), {dir: PATH} (a directory tree) or {corpus: NAME}")
+            return None
+        kind = kinds[0]
+        self.keys(m, {kind, "media_type"} if kind == "tar" else {kind}, set(), where)
+        mt = m.get("media_type")
+        if mt is not None and not isinstance(mt, str):
+            self.err(self.line_of(m, "media_type"), f"{where}: media_type must be a string")
+            mt = None
+        path = self.host_path(m, kind, where, ("file",) if kind == "tar" else ("dir",))
+        return LayerSource(kind, path, mt, m.line) if path else None
 
     def expectation(self, parent, key, top=False):
         """expect: {quirks, error, versions: {">=2.2.0": {quirks, error}}} -> (quirks, error, overrides)"""
@@ -384,16 +529,26 @@ class _Checker:
             fixture = blob["fixture"]
             if not (Path(__file__).resolve().parents[2] / "fixtures" / fixture).is_file():
                 self.err(c.line, f"{where}: fixture {fixture!r} does not exist under fixtures/")
+        elif isinstance(blob, _Map) and set(blob) == {"corpus"}:
+            fixture = self.corpus_path(blob, "corpus", f"{where} blob")
+            if fixture is None:
+                return None
+        elif isinstance(blob, _Map) and set(blob) == {"file"}:
+            # an absolute path: FIXTURES / "/abs" is "/abs", so it is read like a fixture
+            fixture = self.host_path(blob, "file", f"{where} blob", ("file",))
+            if fixture is None:
+                return None
         elif isinstance(blob, _Map) and blob.get("from_compare") is True and len(blob) == 1:
             from_compare = True
             if not has_state:
                 self.err(c.line, f"{where}: blob from_compare needs lowers/upper in the scenario")
         else:
-            self.err(c.line, f"{where}: blob must be {{fixture: PATH}} or {{from_compare: true}}")
+            self.err(c.line, f"{where}: blob must be {{file: PATH}} (relative to the scenario "
+                     "file), {fixture: PATH} (under fixtures/) or {from_compare: true}")
             return None
         mt = get("media_type")
         if mt is None and not from_compare:
-            self.err(c.line, f"{where}: media_type is required for a fixture blob")
+            self.err(c.line, f"{where}: media_type is required for a file or fixture blob")
         if mt is not None and not isinstance(mt, str):
             self.err(c.line, f"{where}: media_type must be a string")
         opts = get("mkfs_options", [])
@@ -420,6 +575,8 @@ class _Checker:
 
     def check_hardlinks(self, layer, i):
         seen = set()
+        if isinstance(layer, LayerSource):
+            return
         for e in layer:
             if e.type == "hardlink" and e.target not in seen:
                 self.err(e.line, f"lowers[{i}] ({_show(e.path)}): hardlink target "
@@ -438,24 +595,29 @@ class _Checker:
                          f"expect.quirks: unknown quirk {q!r} (known: {', '.join(sorted(known))})")
 
 
-def scenario_name(path: Path, root: Path | None = None) -> str:
-    path = Path(path).resolve()
-    root = Path(root).resolve() if root else _scenarios_root(path)
+def scenario_name(path: Path, root: Path | None = None, start: str | None = None) -> str:
+    """The path under the nearest `scenarios/` folder (or `root`) without `.yaml`; for a file
+    elsewhere, its path relative to `start` (where the run started, default the current folder),
+    or its absolute path when outside it, so two files never share a name."""
+    path = Path(os.path.abspath(path))
+    base = Path(os.path.abspath(root)) if root else _scenarios_root(path)
+    if base is None:
+        base = Path(os.path.abspath(start or os.getcwd()))
     try:
-        rel = path.relative_to(root)
+        rel = path.relative_to(base)
     except ValueError:
-        rel = Path(path.name)
+        rel = path
     return str(rel.with_suffix(""))
 
 
-def _scenarios_root(path: Path) -> Path:
+def _scenarios_root(path: Path) -> Path | None:
     for parent in path.parents:
         if parent.name == "scenarios":
             return parent
-    return path.parent
+    return None
 
 
-def load(path, root=None) -> Scenario:
+def load(path, root=None, start=None) -> Scenario:
     """Load one scenario file; raises ScenarioError (never anything else) on bad input."""
     path = str(path)
     try:
@@ -472,7 +634,7 @@ def load(path, root=None) -> Scenario:
     except yaml.YAMLError as e:
         raise ScenarioError(path, [(0, f"not valid YAML: {e}")]) from None
     checker = _Checker(path)
-    scenario = checker.scenario(data, scenario_name(Path(path), root))
+    scenario = checker.scenario(data, scenario_name(Path(path), root, start))
     if checker.problems:
         raise ScenarioError(path, sorted(checker.problems))
     return scenario

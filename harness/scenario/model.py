@@ -10,8 +10,27 @@ DEFAULT_MEDIA_TYPES = (OCI_TAR, OCI_TAR_GZIP, OCI_TAR_ZSTD)
 
 ENTRY_TYPES = ("file", "dir", "symlink", "hardlink", "fifo", "char", "block", "socket")
 OPS = ("write", "append", "mkdir", "rm", "rmtree", "rename", "chmod", "chown", "mtime",
-       "symlink", "link", "setxattr", "mknod")
+       "symlink", "link", "setxattr", "mknod", "run", "copy", "many", "sync", "apply")
 NODE_TYPES = ("fifo", "char", "block", "socket")
+
+
+@dataclass(frozen=True)
+class Generated:
+    """`content: {size, seed}`: deterministic pseudo-random bytes (generators.pseudo_random)."""
+
+    size: int
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class LayerSource:
+    """A lower layer from outside the scenario file: `{tar: PATH}` (a layer tar or compressed
+    blob, applied by containerd's erofs differ) or `{dir: PATH}` (a tree copied in as it is)."""
+
+    kind: str                          # "tar" | "dir"
+    path: str                          # absolute (resolved against the scenario file's folder)
+    media_type: str | None = None      # tar: None = from the blob's first bytes
+    line: int = 0
 
 
 @dataclass(frozen=True)
@@ -22,6 +41,7 @@ class Entry:
     type: str = "file"
     content: bytes | None = None
     size: int | None = None            # sparse file of this size (content None)
+    gen: Generated | None = None       # pseudo-random content (content None)
     target: bytes | None = None        # symlink target / hardlink source
     mode: int | None = None
     uid: int = 0
@@ -52,6 +72,15 @@ class Op:
     type: str | None = None            # mknod type
     major: int = 0
     minor: int = 0
+    gen: Generated | None = None       # write/many: pseudo-random content
+    command: tuple[str, ...] = ()      # run: argv (a string command is ("/bin/sh", "-c", it))
+    check: bool = True                 # run: a non-zero exit status fails the scenario
+    timeout: float | None = None       # run/copy: seconds
+    env: tuple[tuple[str, str], ...] = ()   # run: added to the command's environment
+    source: str | None = None          # copy/sync/apply: absolute host path (file, tree, tar)
+    media_type: str | None = None      # apply: the layer's media type (None: from its bytes)
+    count: int = 0                     # many: number of files (path is a str.format pattern of i)
+    expect_error: str | None = None    # the op must fail: an errno name (EXDEV) or a substring
     line: int = 0
 
 
@@ -63,7 +92,7 @@ class ApplyCase:
     """One Apply: a blob (a fixture, or this scenario's Compare output) under a media type."""
 
     media_type: str | None            # None with from_compare: each Compare media type in turn
-    fixture: str | None = None        # path under fixtures/
+    fixture: str | None = None        # path under fixtures/, or absolute (`blob: {file: PATH}`)
     from_compare: bool = False
     annotations: tuple[tuple[str, str], ...] = ()
     mkfs_options: tuple[str, ...] = ()
@@ -81,7 +110,7 @@ class Scenario:
     description: str
     tags: tuple[str, ...] = ()
     references: tuple[str, ...] = ()
-    lowers: tuple[tuple[Entry, ...], ...] = ()
+    lowers: tuple[tuple[Entry, ...] | LayerSource, ...] = ()
     upper: tuple[Op, ...] = ()
     upperdir: tuple[Op, ...] = ()      # raw edits of the upper dir, after the overlay is unmounted
     media_types: tuple[str, ...] = DEFAULT_MEDIA_TYPES
