@@ -163,6 +163,8 @@ def run_scenario(scenario: Scenario, session: Session) -> ScenarioResult:
         if scenario.compares:
             stage[0] = "building the scenario's state"
             with state.build(scenario, oracle, session.base) as st:
+                for line, log in st.logs:          # what each `run` op printed
+                    result.files[f"run-line{line}.log"] = log
                 stage[0] = "capturing the merged upper"
                 before = roundtrip.capture_upper(oracle, st) if session.options.round_trip else None
                 stage[0] = "running Compare"

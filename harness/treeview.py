@@ -5,6 +5,7 @@ relative to the root ("/" is the root itself), because scenario names need not b
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat as st_
@@ -96,8 +97,8 @@ def _xattrs(path: bytes) -> tuple:
     for n in sorted(names):
         try:
             out.append((n, os.getxattr(path, n, follow_symlinks=False)))
-        except OSError:
-            pass
+        except OSError as e:   # listed but unreadable (e.g. user.* on a symlink): still a fact
+            out.append((n, f"<unreadable: {errno.errorcode.get(e.errno, e.errno)}>".encode()))
     return tuple(out)
 
 

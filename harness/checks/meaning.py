@@ -273,6 +273,13 @@ def judge(label: str, meaning: Reading, applier: Reading, image: Reading, ctx: C
         findings.append(Finding(b"/", "outcome", {"erofs differ": image_said,
                                                   APPLIER: "error: " + applier.error},
                                 f"{cd}'s default applier refuses what {mkfs} accepts", quirk))
+        if image.tree is not None:
+            # Go's reader still reads what the applier refuses: an entry it read must be there.
+            for path in ctx.sparse_names:
+                if path not in image.tree:
+                    q = "gnu-sparse-0-dropped" if quirks_on("gnu-sparse-0-dropped") else None
+                    findings.append(Finding(path, "presence", {"Go archive/tar": True, IMAGE: False},
+                                            mkfs, q))
     elif image_error and applier.error:
         notes.append(f"both refused the layer: erofs differ: {' '.join(image_error.split())}; "
                      f"containerd's default applier: {applier.error}")
@@ -301,6 +308,11 @@ def judge(label: str, meaning: Reading, applier: Reading, image: Reading, ctx: C
         quirk = next((q for q, rule in MEANING_RULES.items() if quirks_on(q) and rule(d, ctx)),
                      None)
         findings.append(Finding(key[0], key[1], values, component, quirk))
+    from ..reference import profiles
+    for f in findings:
+        if f.quirk is not None:                # the registered defect says whose it is
+            q = profiles.QUIRKS_BY_NAME[f.quirk]
+            f.component = f"{q.component} {ctx.versions.get(q.component, '')}".strip()
     unexplained = [f for f in findings if f.quirk is None]
     explained = [f for f in findings if f.quirk is not None]
     lines = []
@@ -317,7 +329,6 @@ def judge(label: str, meaning: Reading, applier: Reading, image: Reading, ctx: C
     by_quirk: dict[str, list[Finding]] = {}
     for f in explained:
         by_quirk.setdefault(f.quirk, []).append(f)
-    from ..reference import profiles
     for q, fs in sorted(by_quirk.items()):
         info = profiles.QUIRKS_BY_NAME[q]
         here = ctx.versions.get(info.component, "")

@@ -173,7 +173,15 @@ def op_appliers(op: Op) -> list[str]:
     if o == "mknod":
         return _node(op.path, op.type, op.mode if op.mode is not None else 0o644,
                      op.major, op.minor) + _meta(op.path, **meta)
+    if o in HOST_OPS:
+        raise ExportError(f"op {o!r} brings host files or commands into the state, which a "
+                          "standalone Go test cannot carry; export the tree it makes as entries "
+                          "instead, or use --script")
     raise ExportError(f"op {o!r} has no Go counterpart")
+
+
+# Ops whose effect depends on the machine running them (a command, host files, a layer file).
+HOST_OPS = ("run", "copy", "sync", "apply", "many")
 
 
 def _applier_block(lines: list[str], indent: str) -> str:

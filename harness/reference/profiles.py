@@ -205,9 +205,10 @@ QUIRKS: tuple[Quirk, ...] = (
           "spec §7.1; seen on 1.8.6 and 1.9.4", versions="*", scope="meaning",
           component="mkfs.erofs"),
     Quirk("gnu-sparse-1-unexpanded", "M3",
-          "A GNU sparse 1.0 entry (PAX `GNU.sparse.major=1`, `tar --sparse --format=pax`) is "
-          "stored as `GNUSparseFile.<pid>/<name>` holding the sparse map and the data blocks "
-          "packed; spec: the file `<name>` at its real size, holes as zeros.",
+          "A PAX sparse entry (GNU sparse 0.0, 0.1 and 1.0: `GNU.sparse.*` records, `tar "
+          "--sparse --format=pax`) is not expanded: 1.0 and 0.1 are stored as "
+          "`GNUSparseFile.<pid>/<name>` holding the map and the packed data, 0.0 at its "
+          "packed size; spec: the file `<name>` at its real size, holes as zeros.",
           "spec §7.1; seen on 1.8.6 and 1.9.4", versions="*", scope="meaning",
           component="mkfs.erofs"),
     Quirk("implicit-dir-defaults", "M4",
@@ -287,6 +288,12 @@ QUIRKS: tuple[Quirk, ...] = (
           "default applier): `unexpected EOF`, the layer is refused.",
           "spec §7.1 M16; seen on 1.9.4; 1.8.6 refuses the same inputs", versions=">=1.9.4",
           scope="meaning", component="mkfs.erofs"),
+    Quirk("gnu-sparse-0-dropped", "M17",
+          "An old-GNU sparse entry (type `S`, `tar --sparse --format=gnu`) is dropped without "
+          "a word (exit 0; only `-d3` logs `unrecognized typeflag`): the image lacks the file; "
+          "spec (Go archive/tar): a regular file with holes.",
+          "spec §7.1 M17; seen on 1.8.6 and 1.9.4", versions="*", scope="meaning",
+          component="mkfs.erofs"),
     Quirk("tar-input-decompressed", "M12",
           "With --tar=f, a gzip or zstd stream is decompressed by mkfs.erofs itself, so the erofs "
           "differ applies a compressed blob whose media type says plain tar (its digest, not the "
