@@ -191,9 +191,15 @@ def apply_checks(case: ApplyCase, session, st=None, outcomes=(), record=None,
         except ref_apply.ApplyEngineError as e:
             checks.append(Check(label, Status.ERROR, f"the reference Apply could not run: {e}"))
             continue
-        checks.append(compare_apply(label, case, profile, go, ref, _explain_images))
+        mine = [compare_apply(label, case, profile, go, ref, _explain_images)]
         route = ref[3].path
-        if "meaning" not in case.check or route is None or route.kind != mediatypes.TAR:
-            continue          # not a tar conversion: nothing for the layer's meaning to say
-        checks.append(meaning.check(label, blob, go, oracle, session, route, files))
+        if "meaning" in case.check and route is not None and route.kind == mediatypes.TAR:
+            mine.append(meaning.check(label, blob, go, oracle, session, route, files))
+        checks += mine
+        if files is not None and any(c.status.failed for c in mine):
+            # both images of a failing case, beside the meaning check's tree listings
+            stem = meaning.file_stem(label)
+            for who, image in (("go-erofs", go[1]), ("ref", ref[1])):
+                if image is not None:
+                    files[f"{stem}.{who}.layer.erofs"] = image
     return checks

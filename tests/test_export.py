@@ -442,3 +442,19 @@ def test_slow_every_compare_scenario_reproduces_its_golden_verdict(tmp_path):
              if got.get(gotest.test_name(n)) not in (v, "SKIP")]
     assert not wrong, f"(scenario, Go test, expected): {wrong}"
     assert sum(v == "PASS" for v in got.values()) > len(expect) // 2
+
+
+def test_script_shows_which_defects_erofs_utils_1_9_4_fixes(tmp_path):
+    """The same exported scripts, run with the pinned 1.9.4 (MKFS=...): the fraction defect is
+    fixed there, the others are not."""
+    from harness import erofs_utils
+    mkfs = erofs_utils.bin_dir("1.9.4") / "mkfs.erofs"
+    if _script_missing() or not mkfs.exists():
+        pytest.skip("needs " + (", ".join(_script_missing()) or f"the pinned 1.9.4 build ({mkfs})"))
+    outcomes = {}
+    for name in sorted(MKFS_186):
+        sh = tmp_path / f"{name}.sh"
+        assert main(["export", f"apply/mkfs-defects/{name}", "--script", "-o", str(sh)]) == 0
+        outcomes[name] = _run_script(sh, env={"MKFS": str(mkfs)}).returncode
+    assert outcomes == {"pax-mtime-fraction": 0, "pax-global-path": 1, "nul-uid-gid": 1,
+                        "implied-parent": 1, "sparse-pax-1.0": 1}, outcomes

@@ -560,12 +560,10 @@ def check(label: str, blob: bytes, go, oracle, session, route, files: dict | Non
     result = judge(label, meaning, applier, image, ctx, lambda q: tool_quirk_holds(q, versions),
                    image_error=image_error)
     if result.status.failed and files is not None:
-        stem = _file_stem(label)
+        stem = file_stem(label)
         for name, r in ((MEANING, meaning), ("applier", applier), ("image", image)):
             if r.tree is not None:
                 files[f"{stem}.tree-{name.split()[-1]}.txt"] = listing(r.tree)
-        if image_bytes is not None:
-            files[f"{stem}.go-erofs.layer.erofs"] = image_bytes
     return result
 
 
@@ -590,7 +588,7 @@ def hung(label: str, blob: bytes, descriptor: dict, profile, error, environment:
     return Check(f"meaning {label}", Status.ERROR, text)
 
 
-def _file_stem(label: str) -> str:
+def file_stem(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+=,-]+", "_", label).strip("_")[:80]
 
 
