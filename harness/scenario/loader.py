@@ -450,7 +450,14 @@ class _Checker:
         fixture, from_compare = None, False
         if isinstance(blob, _Map) and set(blob) == {"fixture"} and isinstance(blob["fixture"], str):
             fixture = blob["fixture"]
-            if not (Path(__file__).resolve().parents[2] / "fixtures" / fixture).is_file():
+            if fixture.startswith(("./", "../")):
+                # Beside the scenario file (generated cases carry their own blob); stored
+                # absolute, which the fixtures/ join leaves as it is.
+                fixture = str((Path(self.path).resolve().parent / fixture).resolve())
+                if not Path(fixture).is_file():
+                    self.err(c.line, f"{where}: fixture {blob['fixture']!r} does not exist "
+                             "beside the scenario file")
+            elif not (Path(__file__).resolve().parents[2] / "fixtures" / fixture).is_file():
                 self.err(c.line, f"{where}: fixture {fixture!r} does not exist under fixtures/")
         elif isinstance(blob, _Map) and blob.get("from_compare") is True and len(blob) == 1:
             from_compare = True
