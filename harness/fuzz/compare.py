@@ -23,9 +23,13 @@ EPOCHS = [1700000000, 0, 1700000050, 2**33]
 def _fresh(draw, tree: dict, dirs: list[str]) -> str:
     """A path that does not exist yet, in an existing directory (or the root)."""
     parent = draw(st.sampled_from([""] + sorted(dirs)))
-    free = [n for n in NAMES if posixpath.join(parent, n) not in tree]
-    name = draw(st.sampled_from(free or ["zz"]))
-    return posixpath.join(parent, name)
+    # Draw from the full list and step to the next free name: the choice keeps its meaning when
+    # the shrinker deletes an earlier op, so deletions shrink well.
+    i = draw(st.integers(0, len(NAMES) - 1))
+    for name in NAMES[i:] + NAMES[:i] + ["zz", "zz2"]:
+        if posixpath.join(parent, name) not in tree:
+            return posixpath.join(parent, name)
+    return posixpath.join(parent, "zz3")
 
 
 def _content(draw, d: dict):
@@ -155,10 +159,14 @@ def _op(draw, tree: dict) -> list[dict]:
         op["path"] = yaml_path(draw(st.sampled_from(sorted(tree))))
         op["mtime"] = draw(mtimes)
     elif kind == "link":
+        # One or two new names for a file: groups of three show which name carries the data.
         target = draw(st.sampled_from(sorted(files)))
-        path = _fresh(draw, tree, dirs)
-        op["path"], op["target"] = yaml_path(path), yaml_path(target)
-        tree[path] = "file"
+        ops = []
+        for _ in range(draw(st.integers(1, 2))):
+            path = _fresh(draw, tree, dirs)
+            ops.append({"op": "link", "path": yaml_path(path), "target": yaml_path(target)})
+            tree[path] = "file"
+        return ops
     elif kind == "rename":
         src = draw(st.sampled_from(sorted(nondirs)))
         dst = _fresh(draw, tree, dirs)

@@ -123,10 +123,26 @@ class Fuzzer:
         self.stats = {t: TargetStats() for t in options.targets}
         self.reported: set[str] = set()
         self.casedir = None
+        self.cache: dict[str, ScenarioResult] = {}
+        self.cache_hits = 0
 
     # -- one case ---------------------------------------------------------------------------
     def run_case(self, target: str, case) -> ScenarioResult:
+        """Run a case; a case identical to a recent one (shrinking often rebuilds the same
+        scenario from different choices) reuses that result."""
         data, files = case_files(target, case)
+        key = hashlib.sha256(scenario_text(data).encode() + b"".join(
+            hashlib.sha256(v).digest() for v in files.values())).hexdigest()
+        if key in self.cache:
+            self.cache_hits += 1
+            return self.cache[key]
+        result = self._run(data, files)
+        if len(self.cache) >= 1000:
+            self.cache.pop(next(iter(self.cache)))
+        self.cache[key] = result
+        return result
+
+    def _run(self, data: dict, files: dict) -> ScenarioResult:
         d = self.casedir
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d)
