@@ -4,8 +4,6 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..result import Status
-
 
 def _positive(text: str) -> float:
     v = float(text)
@@ -47,7 +45,5 @@ def run_fuzz(args) -> int:
         stats = Fuzzer(opts, session, log=print).run()
     print("\n".join(summary(stats)))
     new = sum(len(s.findings) for s in stats.values())
-    errors_only = all(sig.startswith(Status.ERROR.value) for s in stats.values()
-                      for sig, _ in s.findings)
     print(f"{new} new finding(s)" + (f" in {args.out}/" if new else ""))
     return 1 if new else 0

@@ -26,10 +26,10 @@ def _fresh(draw, tree: dict, dirs: list[str]) -> str:
     # Draw from the full list and step to the next free name: the choice keeps its meaning when
     # the shrinker deletes an earlier op, so deletions shrink well.
     i = draw(st.integers(0, len(NAMES) - 1))
-    for name in NAMES[i:] + NAMES[:i] + ["zz", "zz2"]:
+    for name in NAMES[i:] + NAMES[:i] + [f"z{k}" for k in range(len(tree) + 1)]:
         if posixpath.join(parent, name) not in tree:
             return posixpath.join(parent, name)
-    return posixpath.join(parent, "zz3")
+    raise AssertionError("unreachable: more free names than taken ones")
 
 
 def _content(draw, d: dict):
@@ -62,46 +62,59 @@ def _drop(tree: dict, path: str):
         tree.pop(p, None)
 
 
+def _some(draw, strategy, most: int) -> list:
+    """Up to `most` items drawn in order (an item's strategy may read what earlier ones put in
+    the tree model). st.lists shrinks by deleting items, which a count drawn up front would
+    have to shrink together with, which Hypothesis rarely does."""
+    return draw(st.lists(strategy, max_size=most))
+
+
 def _layer(draw, tree: dict) -> list[dict]:
     """One lower layer; tree (the merged view so far) is updated."""
-    entries, mine = [], {}
-    for _ in range(draw(st.integers(0, 5))):
-        # A layer is populated over the ones below it (its snapshot's parent), so new paths only.
-        taken = {**tree, **mine}
-        dirs = [p for p, t in taken.items() if t == "dir"]
-        path = _fresh(draw, taken, dirs)
-        files = [p for p, t in mine.items() if t == "file"]
-        typ = draw(st.sampled_from(["file", "dir", "symlink", "hardlink", "fifo", "char", "block"]
-                                   if files else ["file", "dir", "symlink", "fifo", "char", "block"]))
-        e = {"path": yaml_path(path)}
-        if typ != "file":
-            e["type"] = typ
-        if typ == "file":
-            _content(draw, e)
-            _meta(draw, e)
-        elif typ == "dir":
-            _meta(draw, e)
-        elif typ == "symlink":
-            e["target"] = yaml_path(draw(st.sampled_from(["a", "../a", "/etc/passwd", "b/c", "x" * 200])))
-            _meta(draw, e, mode=False)
-        elif typ == "hardlink":
-            e["target"] = yaml_path(draw(st.sampled_from(sorted(files))))
-        else:
-            if typ in ("char", "block"):
-                e["major"], e["minor"] = draw(st.sampled_from([(1, 3), (0, 1), (4095, 1048575), (8, 0)]))
-            _meta(draw, e)
-        if draw(st.integers(0, 4)) == 0 and typ in ("file", "dir"):
-            e["xattrs"] = {draw(st.sampled_from(XATTR_NAMES)): yaml_value(draw(xattr_values))}
-        mine[path] = "file" if typ == "hardlink" else typ
-        entries.append(e)
+    mine: dict = {}
+    entries = _some(draw, _entry(tree, mine), 5)
     tree.update(mine)
     return entries
 
 
-OP_KINDS = ["write", "rm", "mkdir", "append", "chmod", "chown", "mtime", "link", "rename",
-            "symlink", "setxattr", "rmtree", "mknod"]
+@st.composite
+def _entry(draw, tree: dict, mine: dict) -> dict:
+    # A layer is populated over the ones below it (its snapshot's parent), so new paths only.
+    taken = {**tree, **mine}
+    dirs = [p for p, t in taken.items() if t == "dir"]
+    path = _fresh(draw, taken, dirs)
+    files = [p for p, t in mine.items() if t == "file"]
+    typ = draw(st.sampled_from(["file", "dir", "symlink", "hardlink", "fifo", "char", "block"]
+                               if files else ["file", "dir", "symlink", "fifo", "char", "block"]))
+    e = {"path": yaml_path(path)}
+    if typ != "file":
+        e["type"] = typ
+    if typ == "file":
+        _content(draw, e)
+        _meta(draw, e)
+    elif typ == "dir":
+        _meta(draw, e)
+    elif typ == "symlink":
+        e["target"] = yaml_path(draw(st.sampled_from(["a", "../a", "/etc/passwd", "b/c", "x" * 200])))
+        _meta(draw, e, mode=False)
+    elif typ == "hardlink":
+        e["target"] = yaml_path(draw(st.sampled_from(sorted(files))))
+    else:
+        if typ in ("char", "block"):
+            e["major"], e["minor"] = draw(st.sampled_from([(1, 3), (0, 1), (4095, 1048575), (8, 0)]))
+        _meta(draw, e)
+    if draw(st.integers(0, 4)) == 0 and typ in ("file", "dir"):
+        e["xattrs"] = {draw(st.sampled_from(XATTR_NAMES)): yaml_value(draw(xattr_values))}
+    mine[path] = "file" if typ == "hardlink" else typ
+    return e
 
 
+# Simplest first; write and link twice (hardlink groups are where name order matters most).
+OP_KINDS = ["write", "rm", "mkdir", "link", "append", "chmod", "chown", "mtime", "write", "link",
+            "rename", "symlink", "setxattr", "rmtree", "mknod"]
+
+
+@st.composite
 def _op(draw, tree: dict) -> list[dict]:
     """One op (two for rmtree + recreate) valid on tree; tree is updated."""
     dirs = [p for p, t in tree.items() if t == "dir"]
@@ -191,10 +204,9 @@ def _op(draw, tree: dict) -> list[dict]:
 def compare_cases(draw) -> dict:
     """Scenario data (the dict a YAML file holds) for one Compare case."""
     tree: dict = {}
-    lowers = [_layer(draw, tree) for _ in range(draw(st.integers(1, 3)))]
-    upper = []
-    for _ in range(draw(st.integers(0, 6))):
-        upper += _op(draw, tree)
+    lowers = [_layer(draw, tree)]
+    lowers += _some(draw, st.composite(lambda d: _layer(d, tree))(), 2)
+    upper = [op for ops in _some(draw, _op(tree), 6) for op in ops]
     data = {"description": "generated", "lowers": lowers, "upper": upper,
             "compare": {"media_types": draw(st.sampled_from(MEDIA_TYPES))}}
     if draw(st.booleans()):

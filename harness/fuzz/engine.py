@@ -261,8 +261,7 @@ class Fuzzer:
 
     def run(self) -> dict:
         n = len(self.o.targets)
-        for i, t in enumerate(self.o.targets):
-            left = n - i
+        for t in self.o.targets:
             self.run_target(t, self.o.seconds / n, self.o.max_examples // n)
         return self.stats
 
