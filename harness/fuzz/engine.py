@@ -25,6 +25,7 @@ from pathlib import Path
 
 import yaml
 from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings
+from hypothesis.errors import HypothesisException
 
 from .. import runner
 from ..result import ScenarioResult, Status
@@ -56,7 +57,8 @@ def _finding(sig: str) -> type:
 
 def signature(result: ScenarioResult) -> str:
     """What tells one failure from another: status and failing checks, media types masked."""
-    checks = sorted({_MEDIA.sub("<mt>", c.name) for c in result.checks if c.status in FAILING})
+    checks = sorted({re.sub(r"/\S+", "<path>", _MEDIA.sub("<mt>", c.name))
+                     for c in result.checks if c.status in FAILING})
     if checks:
         return f"{result.status.value}: " + "; ".join(checks)
     first = (result.message or "").splitlines()[0] if result.message else ""
@@ -211,8 +213,8 @@ class Fuzzer:
                 fn()
             except _Stop:
                 stopped = True
-            except Finding:
-                pass
+            except (Finding, HypothesisException):
+                pass   # the failures are in `failures`; a flaky one is written as it was seen
             except BaseExceptionGroup as e:
                 if not e.subgroup(lambda x: isinstance(x, (Finding, BaseExceptionGroup))):
                     raise
