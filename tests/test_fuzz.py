@@ -72,11 +72,11 @@ def test_short_fixed_seed_run_finds_nothing_new(tmp_path, capsys):
     """What CI runs: both targets, a fixed seed and count. A new finding here is a real
     divergence (or a generator bug): the written scenario file says which."""
     out = tmp_path / "findings"
-    rc = main(["fuzz", "--seed", "1", "--max-examples", "80", "--seconds", "240",
+    rc = main(["fuzz", "--seed", "1", "--max-examples", "160", "--seconds", "240",
                "--target", "both", "--out", str(out)])
     text = capsys.readouterr().out
     assert rc == 0, text + "\n".join(p.read_text() for p in out.glob("*.yaml"))
     assert not out.exists() or not list(out.iterdir())
     for target in ("compare", "apply"):
         m = re.search(rf"^{target}: (\d+) case\(s\).* = [0-9.]+ cases/s", text, re.M)
-        assert m and int(m[1]) == 40, text
+        assert m and int(m[1]) == 80, text

@@ -102,6 +102,7 @@ def case_files(target: str, case) -> tuple[dict, dict[str, bytes]]:
 class TargetStats:
     cases: int = 0                 # generated cases run (shrink steps not included)
     shrink_steps: int = 0
+    runs: int = 0                  # cases the runner ran (a repeated one reuses its result)
     seconds: float = 0.0
     statuses: Counter = field(default_factory=Counter)
     quirks: Counter = field(default_factory=Counter)       # xfail cases per quirk
@@ -179,7 +180,9 @@ class Fuzzer:
                     raise _Stop()
                 if shrink_deadline[0] is not None and now > shrink_deadline[0]:
                     raise _Stop()
+                hits = self.cache_hits
                 result = self.run_case(target, case)
+                stats.runs += self.cache_hits == hits
                 if shrink_deadline[0] is None:
                     stats.cases += 1
                     stats.statuses[result.status.value] += 1
@@ -271,9 +274,10 @@ class Fuzzer:
 def summary(stats: dict[str, TargetStats]) -> list[str]:
     out = []
     for t, s in stats.items():
-        rate = (s.cases + s.shrink_steps) / s.seconds if s.seconds else 0.0
-        out.append(f"{t}: {s.cases} case(s) + {s.shrink_steps} shrink step(s) in {s.seconds:.0f} s "
-                   f"= {rate:.2f} cases/s; " + ", ".join(f"{n} {k}" for k, n in sorted(s.statuses.items())))
+        rate = s.runs / s.seconds if s.seconds else 0.0
+        out.append(f"{t}: {s.cases} case(s) + {s.shrink_steps} shrink step(s), {s.runs} run in "
+                   f"{s.seconds:.0f} s = {rate:.2f} cases/s; "
+                   + ", ".join(f"{n} {k}" for k, n in sorted(s.statuses.items())))
         for q, n in sorted(s.quirks.items()):
             out.append(f"  known (xfail) {q}: {n} case(s)")
         for sig, n in sorted(s.repeats.items()):
