@@ -346,6 +346,12 @@ def cmd_bisect(args) -> int:
     return 0
 
 
+def cmd_fuzz(args) -> int:
+    """Generated scenarios through the runner; new failures shrunk and written to --out."""
+    from .fuzz.cli import run_fuzz
+    return run_fuzz(args)
+
+
 def cmd_validate(args) -> int:
     bad = 0
     files = _scenario_files(args.paths)
@@ -697,6 +703,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(--repo PATH or --containerd PATH), each in a temporary git worktree")
     p.add_argument("--repo", help="the git checkout for --between")
     p.set_defaults(fn=cmd_bisect)
+
+    p = sub.add_parser("fuzz", help="generated scenarios; new failures shrunk to scenario files")
+    from .fuzz.cli import add_arguments
+    add_arguments(p)
+    p.set_defaults(fn=cmd_fuzz)
 
     p = sub.add_parser("validate", help="check scenario files (schema and meaning)")
     p.add_argument("paths", nargs="*")

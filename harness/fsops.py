@@ -13,7 +13,7 @@ import subprocess
 
 from . import chroot
 from .scenario import generators
-from .scenario.model import Entry, Generated, Op
+from .scenario.model import ENTRY_TYPES, NODE_TYPES, Entry, Generated, Op
 
 DEFAULT_FILE_MODE = 0o644
 DEFAULT_DIR_MODE = 0o755
@@ -25,6 +25,101 @@ CP = ["cp", "--no-dereference", "--recursive", "--no-target-directory",
 
 class OpError(Exception):
     """An operation failed; str() names the scenario line and the op."""
+
+
+# -- preflight: what the calls below accept, checked before anything is touched --------------
+
+_TIME_T = (-(2**63), 2**63 - 1)
+_NEEDS = {   # op -> fields that must be set (the loader requires their keys)
+    "write": (), "append": ("content",), "mkdir": (), "rm": (), "rmtree": (),
+    "rename": ("to",), "chmod": ("mode",), "chown": ("uid", "gid"), "mtime": ("mtime_ns",),
+    "symlink": ("target",), "link": ("target",), "setxattr": ("name", "value"),
+    "mknod": ("type",),
+}
+
+
+def _rel_ok(p) -> bool:
+    return isinstance(p, bytes) and bool(p) and not p.startswith(b"/") and b"\0" not in p \
+        and b".." not in p.split(b"/")
+
+
+def _int_in(v, lo, hi, optional=True) -> bool:
+    if v is None:
+        return optional
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _common_problems(x) -> list[str]:
+    """Fields shared by Entry and Op, as os.open/truncate/chmod/lchown/utime/mknod take them."""
+    out = []
+    if not _rel_ok(x.path):
+        out.append(f"path {x.path!r} is not a non-empty relative path without NUL or '..'")
+    if x.content is not None and not isinstance(x.content, bytes):
+        out.append("content is not bytes")
+    if not _int_in(x.size, 0, 2**63 - 1):
+        out.append(f"size {x.size!r} is not an off_t >= 0")
+    if not _int_in(x.mode, 0, 0o7777):
+        out.append(f"mode {x.mode!r} is not permission bits")
+    for k in ("uid", "gid"):
+        if not _int_in(getattr(x, k), 0, 2**32 - 2):
+            out.append(f"{k} {getattr(x, k)!r} is not a 32-bit id")
+    if x.mtime_ns is not None and not (isinstance(x.mtime_ns, int)
+                                       and _int_in(x.mtime_ns // 10**9, *_TIME_T)):
+        out.append(f"mtime {x.mtime_ns!r} ns does not fit a 64-bit time_t")
+    if not (_int_in(x.major, 0, 4095, False) and _int_in(x.minor, 0, 2**20 - 1, False)):
+        out.append(f"device {x.major!r}:{x.minor!r} is out of range")
+    return out
+
+
+def _xattr_ok(name, value) -> bool:
+    return isinstance(name, str) and bool(name) and "\0" not in name \
+        and isinstance(value, bytes) and bool(os.fsencode(name))
+
+
+def entry_problems(e: Entry) -> list[str]:
+    out = _common_problems(e)
+    if e.type not in ENTRY_TYPES:
+        out.append(f"type {e.type!r} is unknown")
+    if e.type in ("symlink", "hardlink") and not (isinstance(e.target, bytes) and e.target
+                                                   and b"\0" not in e.target):
+        out.append(f"target {e.target!r} is not a non-empty name without NUL")
+    if e.type == "hardlink" and not _rel_ok(e.target):
+        out.append(f"hardlink target {e.target!r} is not a relative path")
+    for name, value in e.xattrs:
+        if not _xattr_ok(name, value):
+            out.append(f"xattr {name!r}={value!r} is not a name string and a bytes value")
+    return out
+
+
+def op_problems(op: Op) -> list[str]:
+    if op.op not in _NEEDS:
+        return [f"unknown op {op.op!r}"]
+    out = _common_problems(op)
+    out += [f"{k} is not set" for k in _NEEDS[op.op] if getattr(op, k) is None]
+    if op.op == "rename" and not _rel_ok(op.to):
+        out.append(f"rename destination {op.to!r} is not a relative path")
+    if op.op in ("symlink", "link") and op.target is not None and (
+            not isinstance(op.target, bytes) or b"\0" in op.target
+            or (op.op == "link" and not _rel_ok(op.target))):
+        out.append(f"target {op.target!r} is not a name without NUL")
+    if op.op == "setxattr" and op.name is not None and not _xattr_ok(op.name, op.value):
+        out.append(f"xattr {op.name!r}={op.value!r} is not a name string and a bytes value")
+    if op.op == "mknod" and op.type not in NODE_TYPES:
+        out.append(f"mknod type {op.type!r} is not one of {', '.join(NODE_TYPES)}")
+    return out
+
+
+def preflight(lowers, ops) -> None:
+    """Raise OpError for the first entry or op the calls below would reject with something
+    other than an OSError (TypeError, ValueError, OverflowError): a loader gap, reported by line."""
+    for e in (e for layer in lowers for e in layer):
+        problems = entry_problems(e)
+        if problems:
+            raise OpError(f"line {e.line}: entry {e.path!r}: {'; '.join(problems)}")
+    for op in ops:
+        problems = op_problems(op)
+        if problems:
+            raise OpError(f"line {op.line}: {op.op} {op.path!r}: {'; '.join(problems)}")
 
 
 def _p(root: bytes, rel: bytes) -> bytes:

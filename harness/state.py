@@ -74,6 +74,10 @@ def mounted(oracle: Oracle, key: str, target: str):
 @contextlib.contextmanager
 def build(scenario: Scenario, oracle: Oracle, base: str):
     """Yield a State for the scenario; unmount and remove everything afterwards, whatever happens."""
+    try:
+        fsops.preflight(scenario.lowers, scenario.upper + scenario.upperdir)
+    except fsops.OpError as e:
+        raise StateError(f"{scenario.path}: {e}") from None
     sid = uuid.uuid4().hex[:8]
     workdir = tempfile.mkdtemp(prefix=f"state-{sid}-", dir=base)
     keys: list[str] = []

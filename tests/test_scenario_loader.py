@@ -77,3 +77,18 @@ compare:
 def test_missing_file_is_a_scenario_error(tmp_path):
     with pytest.raises(ScenarioError, match="cannot read the file"):
         load(tmp_path / "nope.yaml")
+
+
+def test_fixture_beside_the_scenario_file(tmp_path):
+    """`./NAME` names a blob beside the scenario file (how `layerconf fuzz` writes one)."""
+    (tmp_path / "blob.tar").write_bytes(b"\0" * 1024)
+    f = tmp_path / "x.yaml"
+    f.write_text("description: d\napply:\n  media_type: application/vnd.oci.image.layer.v1.tar\n"
+                 "  blob: {fixture: ./blob.tar}\n")
+    (case,) = load(f).apply_cases
+    assert case.fixture == str(tmp_path / "blob.tar")
+    f.write_text(f.read_text().replace("./blob.tar", "./missing.tar"))
+    with pytest.raises(ScenarioError) as info:
+        load(f)
+    assert f"{f}:3: apply: fixture './missing.tar' does not exist beside the scenario file" \
+        in str(info.value)

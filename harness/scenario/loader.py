@@ -12,12 +12,17 @@ from pathlib import Path
 import yaml
 
 from . import generators
+from ..capabilities import KNOWN as KNOWN_CAPABILITIES
 from .model import (APPLY_CHECKS, DEFAULT_MEDIA_TYPES, ENTRY_TYPES, NODE_TYPES, OPS, ApplyCase,
                     Entry, Generated, LayerSource, Op, Scenario)
 
 
 def _show(b: bytes) -> str:
     return b.decode(errors="backslashreplace")
+
+
+# What the kernel and Python's os calls accept: time_t seconds, off_t sizes.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 class ScenarioError(Exception):
@@ -36,6 +41,13 @@ class _Map(dict):
     key_lines: dict
 
 
+class _Seq(list):
+    """A YAML sequence that remembers its line and the line of each item (1-based)."""
+
+    line = 0
+    item_lines: list
+
+
 class _Loader(yaml.SafeLoader):
     pass
 
@@ -48,7 +60,23 @@ def _construct_map(loader, node):
 
 
 def _construct_seq(loader, node):
-    return [loader.construct_object(n, deep=True) for n in node.value]
+    s = _Seq(loader.construct_object(n, deep=True) for n in node.value)
+    s.line = node.start_mark.line + 1
+    s.item_lines = [n.start_mark.line + 1 for n in node.value]
+    return s
+
+
+def _item_line(seq, i: int, default: int) -> int:
+    lines = getattr(seq, "item_lines", None)
+    return lines[i] if lines and i < len(lines) else default
+
+
+def _encode(s: str) -> bytes | None:
+    """UTF-8 bytes of a YAML string; None for one that has no UTF-8 form (a lone surrogate)."""
+    try:
+        return s.encode()
+    except UnicodeEncodeError:
+        return None
 
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_map)
@@ -98,8 +126,11 @@ class _Checker:
                          f"(allowed: {', '.join(sorted(allowed))})")
         for k in sorted(required - set(m)):
             self.err(m.line, f"{what} is missing {k!r}")
+        for k in sorted(required & set(m)):
+            if m[k] is None:
+                self.err(self.line_of(m, k), f"{what}: {k!r} must not be null")
 
-    def bytes_(self, m, key, what, *, relpath=False) -> bytes | None:
+    def bytes_(self, m, key, what, *, relpath=False, nul=True) -> bytes | None:
         v = m.get(key)
         if v is None:
             return None
@@ -111,11 +142,18 @@ class _Checker:
                 self.err(line, f"{what}: {key}.hex is not hexadecimal: {v['hex']!r}")
                 return None
         elif isinstance(v, str):
-            b = v.encode()
+            b = _encode(v)
+            if b is None:
+                self.err(line, f"{what}: {key} has no UTF-8 form (a lone surrogate); "
+                         "use {hex: ...} for raw bytes")
+                return None
         elif isinstance(v, (int, float)) and not isinstance(v, bool) and not relpath:
             b = str(v).encode()
         else:
             self.err(line, f"{what}: {key} must be a string or {{hex: ...}}, not {type(v).__name__}")
+            return None
+        if not nul and b"\0" in b:
+            self.err(line, f"{what}: {key} must not contain a NUL byte")
             return None
         if relpath:
             if not b or b.startswith(b"/") or b"\0" in b or b".." in b.split(b"/") \
@@ -148,11 +186,17 @@ class _Checker:
             d = decimal.Decimal(str(v))
             if not d.is_finite():
                 raise ValueError
-            return int((d * 1_000_000_000).to_integral_value(rounding=decimal.ROUND_FLOOR))
-        except (decimal.InvalidOperation, ValueError):
+        except (decimal.DecimalException, ValueError):
             self.err(self.line_of(m, key), f"{what}: {key} must be seconds since the epoch "
                      f"(integer or decimal), not {v!r}")
             return None
+        # The kernel takes time_t seconds; bound before scaling so a huge exponent stays cheap.
+        if not INT64_MIN <= d < INT64_MAX + 1:
+            self.err(self.line_of(m, key), f"{what}: {key}={v} is out of range: seconds must fit "
+                     f"a 64-bit time_t [{INT64_MIN}, {INT64_MAX}]")
+            return None
+        with decimal.localcontext(decimal.Context(prec=80)):
+            return int((d * 1_000_000_000).to_integral_value(rounding=decimal.ROUND_FLOOR))
 
     def content_(self, m, what) -> tuple[bytes | None, int | None, Generated | None]:
         """(content, sparse size, generated) from content / content_hex / size."""
@@ -166,7 +210,7 @@ class _Checker:
                 self.err(self.line_of(m, "content_hex"), f"{what}: content_hex is not hexadecimal")
                 return None, None, None
         if "size" in m:
-            return None, self.int_(m, "size", what, lo=0), None
+            return None, self.int_(m, "size", what, lo=0, hi=INT64_MAX)
         c = m.get("content")
         if isinstance(c, _Map):
             return None, None, self.generated(c, what)
@@ -174,12 +218,18 @@ class _Checker:
             self.err(self.line_of(m, "content"), f"{what}: content must be a string or "
                      "{size: N, seed: S}")
             return None, None, None
-        return (c.encode() if c is not None else None), None, None
+        if c is None:
+            return None, None, None
+        b = _encode(c)
+        if b is None:
+            self.err(self.line_of(m, "content"), f"{what}: content has no UTF-8 form (a lone "
+                     "surrogate); use content_hex for raw bytes")
+        return b, None, None
 
     def generated(self, c, what) -> Generated | None:
         self.keys(c, {"size", "seed"}, {"size"}, f"{what} content")
-        size = self.int_(c, "size", f"{what} content", lo=0)
-        seed = self.int_(c, "seed", f"{what} content", lo=0)
+        size = self.int_(c, "size", f"{what} content", lo=0, hi=INT64_MAX)
+        seed = self.int_(c, "seed", f"{what} content", lo=0, hi=INT64_MAX)
         return Generated(size, seed or 0) if size is not None else None
 
     def host_path(self, m, key, what, kinds=("file", "dir")) -> str | None:
@@ -197,6 +247,15 @@ class _Checker:
             return None
         return p
 
+    def xattr_name(self, name, line, what) -> str | None:
+        """setxattr(2) takes a non-empty C string: no NUL, and UTF-8 here."""
+        name = str(name)
+        if not name or "\0" in name or _encode(name) is None:
+            self.err(line, f"{what}: xattr name {name!r} must be a non-empty string without NUL "
+                     "or lone surrogates")
+            return None
+        return name
+
     def xattrs_(self, m, what) -> tuple:
         v = m.get("xattrs")
         if v is None:
@@ -207,14 +266,15 @@ class _Checker:
         out = []
         for name in v:
             val = self.bytes_(v, name, f"{what} xattr")
-            if val is not None:
-                out.append((str(name), val))
+            key = self.xattr_name(name, self.line_of(v, name), what)
+            if val is not None and key is not None:
+                out.append((key, val))
         return tuple(out)
 
     # -- sections ------------------------------------------------------
-    def entry(self, m, where) -> Entry | None:
+    def entry(self, m, where, line=0) -> Entry | None:
         if not isinstance(m, _Map):
-            self.err(0, f"{where} must be a mapping like {{path: a, content: x}}")
+            self.err(line, f"{where} must be a mapping like {{path: a, content: x}}")
             return None
         what = f"{where} ({m.get('path', '?')})"
         allowed = {"path", "type", "content", "content_hex", "size", "target", "mode", "uid",
@@ -227,7 +287,7 @@ class _Checker:
         content, size, gen = self.content_(m, what)
         if (content is not None or size is not None or gen is not None) and typ != "file":
             self.err(m.line, f"{what}: content/size only apply to type file")
-        target = self.bytes_(m, "target", what, relpath=(typ == "hardlink"))
+        target = self.bytes_(m, "target", what, relpath=(typ == "hardlink"), nul=False)
         if typ in ("symlink", "hardlink") and target is None:
             self.err(m.line, f"{what}: a {typ} needs 'target'")
         if typ not in ("symlink", "hardlink") and "target" in m:
@@ -262,9 +322,9 @@ class _Checker:
         "apply": ({"tar"}, {"media_type"}),
     }
 
-    def op(self, m, where, raw=False) -> Op | None:
+    def op(self, m, where, raw=False, line=0) -> Op | None:
         if not isinstance(m, _Map) or "op" not in m:
-            self.err(getattr(m, "line", 0), f"{where} must be a mapping with an 'op' key "
+            self.err(getattr(m, "line", line), f"{where} must be a mapping with an 'op' key "
                      f"(one of {', '.join(OPS)})")
             return None
         name = m["op"]
@@ -303,12 +363,13 @@ class _Checker:
         path_key = {"rename": "from", "copy": "to"}.get(name, "path")
         return Op(op=name, path=self.bytes_(m, path_key, what, relpath=True),
                   to=self.bytes_(m, "to", what, relpath=True),
-                  target=self.bytes_(m, "target", what, relpath=(name == "link")),
+                  target=self.bytes_(m, "target", what, relpath=(name == "link"), nul=False),
                   content=content, size=size, mode=self.int_(m, "mode", what, lo=0, hi=0o7777),
                   uid=self.int_(m, "uid", what, lo=0, hi=2**32 - 2),
                   gid=self.int_(m, "gid", what, lo=0, hi=2**32 - 2),
                   mtime_ns=self.mtime_(m, "mtime", what),
-                  name=str(m["name"]) if "name" in m else None,
+                  name=(self.xattr_name(m["name"], self.line_of(m, "name"), what)
+                        if m.get("name") is not None else None),
                   value=self.bytes_(m, "value", what), type=typ,
                   major=self.int_(m, "major", what, lo=0, hi=4095) or 0,
                   minor=self.int_(m, "minor", what, lo=0, hi=2**20 - 1) or 0, gen=gen,
@@ -391,10 +452,11 @@ class _Checker:
                     lowers.append(source)
                 continue
             if not isinstance(layer, list):
-                self.err(self.line_of(data, "lowers"), f"lowers[{i}] must be a list of entries, "
-                         "{tar: PATH} or {dir: PATH}")
+                self.err(_item_line(raw_lowers, i, self.line_of(data, "lowers")),
+                         f"lowers[{i}] must be a list of entries, {{tar: PATH}} or {{dir: PATH}}")
                 continue
-            entries = [self.entry(e, f"lowers[{i}][{j}]") for j, e in enumerate(layer)]
+            entries = [self.entry(e, f"lowers[{i}][{j}]", _item_line(layer, j, layer.line))
+                       for j, e in enumerate(layer)]
             lowers.append(tuple(e for e in entries if e))
             self.check_hardlinks(lowers[-1], i)
         ops = {}
@@ -403,7 +465,8 @@ class _Checker:
             if not isinstance(raw, list):
                 self.err(self.line_of(data, key), f"{key} must be a list of operations")
                 raw = []
-            ops[key] = tuple(o for o in (self.op(x, f"{key}[{i}]", raw=(key == "upperdir"))
+            ops[key] = tuple(o for o in (self.op(x, f"{key}[{i}]", raw=(key == "upperdir"),
+                                                 line=_item_line(raw, i, self.line_of(data, key)))
                                          for i, x in enumerate(raw)) if o)
         compare = data.get("compare", _Map())
         media_types, epoch = DEFAULT_MEDIA_TYPES, None
@@ -413,7 +476,8 @@ class _Checker:
             self.keys(compare, {"media_types", "source_date_epoch"}, set(), "compare")
             if "media_types" in compare:
                 media_types = self.str_list(compare, "media_types") or DEFAULT_MEDIA_TYPES
-            epoch = self.int_(compare, "source_date_epoch", "compare")
+            # SOURCE_DATE_EPOCH is a non-negative count of seconds; Go takes it as an int64.
+            epoch = self.int_(compare, "source_date_epoch", "compare", lo=0, hi=INT64_MAX)
         quirks, error, by_version = self.expectation(data, "expect", top=True)
         desc = data.get("description")
         if "description" in data and (not isinstance(desc, str) or not desc.strip()):
@@ -430,7 +494,7 @@ class _Checker:
                         lowers=tuple(lowers), upper=ops["upper"], upperdir=ops["upperdir"],
                         media_types=media_types, source_date_epoch=epoch, expect_quirks=quirks,
                         expect_error=error, expect_by_version=by_version, apply_cases=apply_cases,
-                        requires=self.str_list(data, "requires"),
+                        requires=self.requires(data),
                         timeout=float(timeout) if timeout else None, raw=data)
 
     def corpus_path(self, m, key, what) -> str | None:
@@ -464,6 +528,16 @@ class _Checker:
             mt = None
         path = self.host_path(m, kind, where, ("file",) if kind == "tar" else ("dir",))
         return LayerSource(kind, path, mt, m.line) if path else None
+
+    def requires(self, data) -> tuple[str, ...]:
+        """A misspelt capability would skip the scenario forever: only known ones pass."""
+        names = self.str_list(data, "requires")
+        for n in names:
+            if n not in KNOWN_CAPABILITIES:
+                self.err(self.line_of(data, "requires"),
+                         f"requires: unknown capability {n!r} "
+                         f"(known: {', '.join(sorted(KNOWN_CAPABILITIES))})")
+        return names
 
     def expectation(self, parent, key, top=False):
         """expect: {quirks, error, versions: {">=2.2.0": {quirks, error}}} -> (quirks, error, overrides)"""
@@ -527,7 +601,14 @@ class _Checker:
         fixture, from_compare = None, False
         if isinstance(blob, _Map) and set(blob) == {"fixture"} and isinstance(blob["fixture"], str):
             fixture = blob["fixture"]
-            if not (Path(__file__).resolve().parents[2] / "fixtures" / fixture).is_file():
+            if fixture.startswith(("./", "../")):
+                # Beside the scenario file (generated cases carry their own blob); stored
+                # absolute, which the fixtures/ join leaves as it is.
+                fixture = str((Path(self.path).resolve().parent / fixture).resolve())
+                if not Path(fixture).is_file():
+                    self.err(c.line, f"{where}: fixture {blob['fixture']!r} does not exist "
+                             "beside the scenario file")
+            elif not (Path(__file__).resolve().parents[2] / "fixtures" / fixture).is_file():
                 self.err(c.line, f"{where}: fixture {fixture!r} does not exist under fixtures/")
         elif isinstance(blob, _Map) and set(blob) == {"corpus"}:
             fixture = self.corpus_path(blob, "corpus", f"{where} blob")
@@ -556,7 +637,8 @@ class _Checker:
             self.err(c.line, f"{where}: mkfs_options must be a list of strings")
             opts = []
         check = get("check", list(APPLY_CHECKS))
-        if not isinstance(check, list) or not set(check) <= set(APPLY_CHECKS):
+        if not isinstance(check, list) or not all(isinstance(x, str) for x in check) \
+                or not set(check) <= set(APPLY_CHECKS):
             self.err(c.line, f"{where}: check must be a list of {', '.join(APPLY_CHECKS)}")
             check = list(APPLY_CHECKS)
         expect = c.get("expect", _Map())
@@ -566,10 +648,18 @@ class _Checker:
             self.err(c.line, f"{where}: expect must map eras ({', '.join(sorted(eras))}) to outcomes")
             expect = {}
         desc = get("descriptor", _Map())
-        ann = desc.get("annotations", {}) if isinstance(desc, dict) else {}
+        ann = desc.get("annotations", {}) if isinstance(desc, dict) else None
+        if not isinstance(ann, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                for k, v in ann.items()):
+            self.err(c.line, f"{where}: descriptor must be a mapping with annotations "
+                     "(a mapping of strings to strings)")
+            ann = {}
+        tar_index = get("tar_index", False)
+        if not isinstance(tar_index, bool):
+            self.err(c.line, f"{where}: tar_index must be true or false")
         return ApplyCase(media_type=mt, fixture=fixture, from_compare=from_compare,
                          annotations=tuple((str(k), str(v)) for k, v in ann.items()),
-                         mkfs_options=tuple(opts), tar_index=bool(get("tar_index", False)),
+                         mkfs_options=tuple(opts), tar_index=tar_index is True,
                          check=tuple(check), expect=tuple(expect.items()),
                          name=str(c.get("name", "")), line=c.line)
 
@@ -633,8 +723,15 @@ def load(path, root=None, start=None) -> Scenario:
         raise ScenarioError(path, [(line, f"not valid YAML: {e.problem or e.context}")]) from None
     except yaml.YAMLError as e:
         raise ScenarioError(path, [(0, f"not valid YAML: {e}")]) from None
+    except RecursionError:
+        raise ScenarioError(path, [(1, "not usable YAML: nested too deeply (or an alias that "
+                                       "contains itself)")]) from None
     checker = _Checker(path)
-    scenario = checker.scenario(data, scenario_name(Path(path), root, start))
+    try:
+        scenario = checker.scenario(data, scenario_name(Path(path), root, start))
+    except RecursionError:
+        raise ScenarioError(path, [(1, "nested too deeply (or an alias that contains itself)")]) \
+            from None
     if checker.problems:
         raise ScenarioError(path, sorted(checker.problems))
     return scenario
