@@ -35,6 +35,9 @@ _NEEDS = {   # op -> fields that must be set (the loader requires their keys)
     "rename": ("to",), "chmod": ("mode",), "chown": ("uid", "gid"), "mtime": ("mtime_ns",),
     "symlink": ("target",), "link": ("target",), "setxattr": ("name", "value"),
     "mknod": ("type",),
+    # ops that bring host files, commands or layers: their paths were checked by the loader
+    "run": ("command",), "copy": ("source", "to"), "many": ("path",), "sync": ("source",),
+    "apply": ("source",),
 }
 
 
@@ -94,6 +97,8 @@ def entry_problems(e: Entry) -> list[str]:
 def op_problems(op: Op) -> list[str]:
     if op.op not in _NEEDS:
         return [f"unknown op {op.op!r}"]
+    if op.op in ("run", "sync", "apply"):      # no path of their own in the merged view
+        return [f"{k} is not set" for k in _NEEDS[op.op] if getattr(op, k) is None]
     out = _common_problems(op)
     out += [f"{k} is not set" for k in _NEEDS[op.op] if getattr(op, k) is None]
     if op.op == "rename" and not _rel_ok(op.to):
@@ -112,7 +117,7 @@ def op_problems(op: Op) -> list[str]:
 def preflight(lowers, ops) -> None:
     """Raise OpError for the first entry or op the calls below would reject with something
     other than an OSError (TypeError, ValueError, OverflowError): a loader gap, reported by line."""
-    for e in (e for layer in lowers for e in layer):
+    for e in (e for layer in lowers if isinstance(layer, tuple) for e in layer):
         problems = entry_problems(e)
         if problems:
             raise OpError(f"line {e.line}: entry {e.path!r}: {'; '.join(problems)}")

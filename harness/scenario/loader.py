@@ -210,7 +210,7 @@ class _Checker:
                 self.err(self.line_of(m, "content_hex"), f"{what}: content_hex is not hexadecimal")
                 return None, None, None
         if "size" in m:
-            return None, self.int_(m, "size", what, lo=0, hi=INT64_MAX)
+            return None, self.int_(m, "size", what, lo=0, hi=INT64_MAX), None
         c = m.get("content")
         if isinstance(c, _Map):
             return None, None, self.generated(c, what)
