@@ -10,6 +10,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from . import mkfscheck
 from .oracle import ContainerdError
 from .reference import apply as ref_apply
 from .reference import erofs_superblock, mediatypes, profiles
@@ -170,10 +171,14 @@ def apply_checks(case: ApplyCase, session, st=None, outcomes=(), record=None) ->
         jobs.append((f"apply {label}", path, blob, _descriptor(blob, case.media_type, case.annotations)))
     checks = []
     for label, path, blob, desc in jobs:
+        mark = mkfscheck.log_offset(oracle)
         go = go_apply(oracle, path, desc)
         if record is not None:
             record.append(Outcome(producer="go-erofs-apply", media_type=label,
                                   descriptor=go[0], error=go[2]))
         ref = reference_apply(blob, desc, profile, case)
         checks.append(compare_apply(label, case, profile, go, ref, _explain_images))
+        mkfs = mkfscheck.check_apply_run(label, oracle, mark, ref[3])
+        if mkfs is not None:
+            checks.append(mkfs)
     return checks

@@ -77,8 +77,10 @@ class Oracle:
     """One long-lived `layerconf-oracle serve` process. Use as a context manager."""
 
     def __init__(self, version: str, root: str, *, mkfs_options=(), tar_index: bool = False,
-                 timeout: float = 300, log_path: str | None = None, binary: str | None = None):
+                 timeout: float = 300, log_path: str | None = None, binary: str | None = None,
+                 env: dict | None = None):
         self.version = version
+        self.env = dict(env or {})          # extra environment (e.g. a recording mkfs.erofs on PATH)
         self.root = root
         self.timeout = timeout
         self.binary = binary or str(binary_path(version))
@@ -103,7 +105,8 @@ class Oracle:
             argv.append("--tar-index")
         self._log = open(self.log_path, "ab")
         # In-process gzip decoding, as the reference models it (not igzip/unpigz from PATH).
-        env = dict(os.environ, CONTAINERD_DISABLE_IGZIP="1", CONTAINERD_DISABLE_PIGZ="1")
+        env = dict(os.environ, CONTAINERD_DISABLE_IGZIP="1", CONTAINERD_DISABLE_PIGZ="1",
+                   **self.env)
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self._log, start_new_session=True, env=env)
         return self

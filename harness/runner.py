@@ -14,7 +14,7 @@ import time
 import traceback
 from dataclasses import dataclass
 
-from . import capabilities, roundtrip, spool, state
+from . import capabilities, mkfs_shim, roundtrip, spool, state
 from .applycheck import apply_checks, cross_decode
 from .oracle import ContainerdError, Oracle, OracleError, default_version, ensure_built
 from .reference import compare as ref_compare
@@ -63,7 +63,7 @@ class Session:
                 ensure_built(self.options.containerd)
             root = os.path.join(self.base, f"root{len(self._oracles)}")
             oracle = Oracle(self.options.containerd, root, mkfs_options=key[0],
-                            tar_index=tar_index).start()
+                            tar_index=tar_index, env=mkfs_recording(self.base, root)).start()
             self._oracles[key] = oracle
             if not self.environment:
                 info = oracle.version_info()
@@ -91,6 +91,17 @@ class Session:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def mkfs_recording(base: str, root: str) -> dict:
+    """The oracle's environment for a recording mkfs.erofs (harness/mkfs_shim.py): containerd's
+    argv and fed byte count land in <root>/mkfs-calls.jsonl. Empty when mkfs.erofs is missing
+    (the capability check reports that)."""
+    try:
+        return mkfs_shim.install(os.path.join(base, "mkfs-shim"),
+                                 os.path.join(root, "mkfs-calls.jsonl"))
+    except OSError:
+        return {}
 
 
 # -- one scenario ---------------------------------------------------------------------------

@@ -55,6 +55,7 @@ def check_pair(go: Outcome, ref: Outcome, expect_error: str | None, lower_root: 
         problems.append(explain_tar(go.tar, ref.tar, go.producer, ref.producer))
     problems += descriptor_problems(go, ref)
     problems += compression_problems(go)
+    problems += framing_problems(go, ref)
     return Check(name, Status.FAIL if problems else Status.PASS, "\n".join(problems))
 
 
@@ -103,6 +104,75 @@ def compression_problems(go: Outcome) -> list[str]:
             out.append("zstd frame has no content checksum (klauspost's default writes one)")
         return out
     return []
+
+
+def _gzip_members(blob: bytes) -> int:
+    """How many gzip members a blob holds (a member ends where its deflate stream ends)."""
+    n, rest = 0, bytes(blob)
+    while rest[:3] == b"\x1f\x8b\x08":
+        d = zlib.decompressobj(wbits=31)
+        d.decompress(rest)
+        if not d.eof:
+            break
+        n, rest = n + 1, d.unused_data
+    return n
+
+
+def _zstd_frames(blob: bytes) -> list[dict]:
+    """(magic, checksum flag, dictionary id) of each frame; skippable frames included."""
+    import zstandard
+    out, rest = [], bytes(blob)
+    while len(rest) >= 4:
+        magic = rest[:4]
+        if int.from_bytes(magic, "little") & 0xFFFFFFF0 == 0x184D2A50:
+            size = int.from_bytes(rest[4:8], "little")
+            out.append({"frame": "skippable"})
+            rest = rest[8 + size:]
+            continue
+        try:
+            p = zstandard.get_frame_parameters(rest)
+            d = zstandard.ZstdDecompressor().decompressobj()
+            d.decompress(rest)
+        except zstandard.ZstdError:
+            out.append({"frame": "undecodable"})
+            break
+        out.append({"frame": "zstd", "checksum": p.has_checksum, "dict_id": p.dict_id})
+        rest = d.unused_data
+    return out
+
+
+def framing_problems(go: Outcome, ref: Outcome) -> list[str]:
+    """The reference's compressed blob against Go's: the parts that do not depend on the
+    encoder must be equal (gzip: the whole 10-byte header, which carries the level in XFL and
+    the OS byte, and one member; zstd: frames, content checksum, dictionary id). The deflate and
+    zstd block bytes come from different encoders and are not compared."""
+    gb, rb = go.blob, ref.blob
+    if gb is None or rb is None:
+        return []
+    mt = go.media_type
+    out = []
+    if mt.endswith("+gzip"):
+        gh, rh = bytes(gb[:10]), bytes(rb[:10])
+        if gh != rh:
+            fields = [f"{n} {g:#04x} vs {r:#04x}" for n, g, r in
+                      zip(("ID1", "ID2", "CM", "FLG", "MTIME0", "MTIME1", "MTIME2", "MTIME3",
+                           "XFL", "OS"), gh, rh) if g != r]
+            out.append(f"gzip header: {go.producer} {gh.hex()} vs {ref.producer} {rh.hex()} "
+                       f"({', '.join(fields)}; XFL carries the compression level: 0 = Go's "
+                       f"default level 6, 2 = level 9, 4 = level 1; OS 0xff = unknown, as Go writes)")
+        gm, rm = _gzip_members(gb), _gzip_members(rb)
+        if gm != rm:
+            out.append(f"gzip members: {go.producer} {gm} vs {ref.producer} {rm}")
+        if ref.tar is not None and len(rb) >= 18:
+            crc, isize = struct.unpack("<II", bytes(rb[-8:]))
+            if (crc, isize) != (zlib.crc32(ref.tar), len(ref.tar) % 2**32):
+                out.append(f"{ref.producer} gzip trailer CRC32/ISIZE {crc:08x}/{isize} does not "
+                           "match its tar")
+    elif mt.endswith("+zstd"):
+        gf, rf = _zstd_frames(gb), _zstd_frames(rb)
+        if gf != rf:
+            out.append(f"zstd framing: {go.producer} {gf} vs {ref.producer} {rf}")
+    return out
 
 
 def check_walking(erofs: Outcome, walking: Outcome) -> Check:

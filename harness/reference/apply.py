@@ -5,7 +5,8 @@
 Pure parts (no I/O): ``classify`` (mediatypes.py), ``detect_compression``, ``layer_uuid``,
 ``default_mkfs_options``, ``mkfs_argv``, ``exit_status_text`` and the error wording. The only I/O
 is writing ``<layer_dir>/layer.erofs`` and running ``mkfs.erofs`` with the decompressed stream on
-its stdin (with a timeout; EPIPE is ignored, as Go's os/exec does for Stdin).
+its stdin (with a timeout; EPIPE ends the feed, as Go's os/exec does for Stdin, and the rest is
+drained into the descriptor's digest).
 
 The behaviour is read from ``profile.has(name)``; the switches are ``APPLY_SWITCHES`` in
 mediatypes.py. What the reference does not model: custom stream processors (imgcrypt), dm-verity
@@ -17,6 +18,7 @@ import hashlib
 import os
 import signal
 import subprocess
+import threading
 import uuid as _uuid
 import zlib
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ from .mediatypes import (APPLY_SWITCHES, ERROR, NATIVE_COPY, NATIVE_ZSTD, OCI_LA
 MKFS = "mkfs.erofs"
 LAYER_BLOB = "layer.erofs"
 DEFAULT_TIMEOUT = 300.0
+FEED_CHUNK = 32 << 10       # io.Copy's buffer size
 
 # -- stream detection (pkg/archive/compression.DetectCompression) ------------------------------
 GZIP_MAGIC = b"\x1f\x8b\x08"
@@ -501,6 +504,7 @@ class ApplyOutput:
     mkfs_output  mkfs's combined stdout+stderr
     exit_status  Go's rendering of mkfs's exit ('exit status 1', 'signal: segmentation fault')
     uuid         the -U value passed to mkfs, if any
+    fed          how many bytes of the stream mkfs took before it stopped reading
     """
 
     descriptor: dict | None
@@ -513,6 +517,7 @@ class ApplyOutput:
     exit_status: str | None = None
     uuid: str | None = None
     notes: list[str] = field(default_factory=list)
+    fed: int | None = None          # stdin bytes mkfs took (None when mkfs did not run)
 
     @property
     def ok(self) -> bool:
@@ -529,25 +534,70 @@ def _descriptor(media_type: str, data: bytes) -> dict:
             "size": len(data)}
 
 
+@dataclass
+class MkfsRun:
+    """One mkfs run: exit code, combined output, and how many stdin bytes mkfs took before it
+    closed its end (``fed``; the whole stream unless it stopped reading early)."""
+
+    returncode: int
+    output: bytes
+    fed: int
+
+
 def run_mkfs(argv: list[str], stdin: bytes, *, timeout: float = DEFAULT_TIMEOUT,
-             env: dict | None = None) -> tuple[int, bytes]:
-    """Run mkfs with ``stdin`` on its standard input; return (returncode, combined output).
-    A broken pipe (mkfs exited before reading everything) is ignored, as Go ignores EPIPE on
-    Stdin. Raises ApplyEngineError on timeout or when mkfs cannot be started."""
+             env: dict | None = None) -> MkfsRun:
+    """Run mkfs with ``stdin`` on its standard input. A broken pipe (mkfs exited before reading
+    everything) ends the feed and is not an error, as Go ignores EPIPE on Stdin. Raises
+    ApplyEngineError on timeout or when mkfs cannot be started."""
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, env=env)
     except OSError as e:
         raise ApplyEngineError(f"cannot run {argv[0]}: {e.strerror or e}; install erofs-utils "
                                ">= 1.8 (make bootstrap) or pass mkfs=/path/to/mkfs.erofs") from None
+    pipe, proc.stdin = proc.stdin, None       # fed here; communicate() only reads the output
+    fed = [0]
+
+    def feed():
+        view, fd = memoryview(stdin), pipe.fileno()
+        try:
+            while fed[0] < len(view):
+                fed[0] += os.write(fd, view[fed[0]:fed[0] + FEED_CHUNK])
+        except OSError:
+            pass          # EPIPE: mkfs stopped reading; Go ignores it too
+        finally:
+            try:
+                pipe.close()
+            except OSError:
+                pass
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
     try:
-        out, _ = proc.communicate(input=stdin, timeout=timeout)
+        out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
         raise ApplyEngineError(f"{argv[0]} did not finish within {timeout:g}s "
                                f"({' '.join(argv)}); it was killed") from None
-    return proc.returncode, out
+    finally:
+        feeder.join(timeout=10)
+    return MkfsRun(proc.returncode, out, fed[0])
+
+
+def drain(stream: bytes, fed: int) -> bytes:
+    """What Apply reads after mkfs returned (``io.Copy(io.Discard, rc)``): the bytes mkfs did
+    not take. They pass through the digester like the rest, so the descriptor always covers
+    the whole stream."""
+    return stream[fed:]
+
+
+def _read_descriptor(media_type: str, stream: bytes, fed: int) -> dict:
+    """The descriptor of what Apply's digester read: the fed part, then the drain."""
+    h = hashlib.sha256(memoryview(stream)[:fed])
+    rest = drain(stream, fed)
+    h.update(rest)
+    return {"mediaType": media_type, "digest": "sha256:" + h.hexdigest(), "size": fed + len(rest)}
 
 
 def apply(blob: bytes, descriptor: dict, layer_dir: str, profile: HasSwitches,
@@ -597,18 +647,20 @@ def apply(blob: bytes, descriptor: dict, layer_dir: str, profile: HasSwitches,
     argv = mkfs_argv(layer_path, mkfs_options, descriptor.get("digest", ""), profile,
                      tar_index=use_index, mkfs=mkfs)
     u = argv[-2] if profile.has("tar-index-uuid" if use_index else "mkfs-uuid") else None
-    rc, out = run_mkfs(argv, stream, timeout=timeout, env=env)
+    run = run_mkfs(argv, stream, timeout=timeout, env=env)
+    rc, out = run.returncode, run.output
     status = exit_status_text(rc)
     if rc != 0:
         return ApplyOutput(None, layer_path, argv,
                            convert_error(out, status, profile, tar_index=use_index, argv=argv),
-                           path=path, stage="mkfs", mkfs_output=out, exit_status=status, uuid=u)
+                           path=path, stage="mkfs", mkfs_output=out, exit_status=status, uuid=u,
+                           fed=run.fed)
     if error:
         # Go: mkfs succeeded but the stdin copy hit the decoder error, so Wait returns it (or,
         # when mkfs had already stopped reading, the drain returns it unwrapped: a race).
         wrapped = convert_error(out, error, profile, tar_index=use_index, argv=argv)
         return ApplyOutput(None, layer_path, argv, wrapped, path=path, stage=stage,
-                           mkfs_output=out, exit_status=status, uuid=u,
+                           mkfs_output=out, exit_status=status, uuid=u, fed=run.fed,
                            notes=[f"Go may instead report {error!r} unwrapped (drain race)"])
     notes = []
     if use_index:
@@ -617,11 +669,12 @@ def apply(blob: bytes, descriptor: dict, layer_dir: str, profile: HasSwitches,
         with open(layer_path, "ab") as f:
             f.write(stream)
         notes.append("tar-index: whole decompressed stream appended")
-    return ApplyOutput(_descriptor(OCI_LAYER, stream), layer_path, argv, None, path=path,
-                       mkfs_output=out, exit_status=status, uuid=u, notes=notes)
+    return ApplyOutput(_read_descriptor(OCI_LAYER, stream, run.fed), layer_path, argv, None,
+                       path=path, mkfs_output=out, exit_status=status, uuid=u, notes=notes,
+                       fed=run.fed)
 
 
 __all__ = ["APPLY_SWITCHES", "ApplyEngineError", "ApplyOutput", "ApplyPath", "DecompressError",
            "MediaTypeError", "SwitchSet", "apply", "classify", "convert_error",
            "decompress_stream", "default_mkfs_options", "detect_compression", "diff_compression",
-           "exit_status_text", "layer_uuid", "mkfs_argv", "run_mkfs", "switches_for_version"]
+           "drain", "exit_status_text", "layer_uuid", "mkfs_argv", "run_mkfs", "switches_for_version"]
