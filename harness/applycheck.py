@@ -14,8 +14,10 @@ from . import mkfscheck
 from .oracle import ContainerdError
 from .reference import apply as ref_apply
 from .reference import erofs_superblock, mediatypes, profiles
+from .report.worddiff import word_diff
 from .result import Check, Outcome, Status
 from .scenario.model import ApplyCase
+from .verdict import descriptor_diff
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 LAYER_PATH = re.compile(r"\S*/layer\.erofs")
@@ -101,9 +103,10 @@ def compare_apply(name, case: ApplyCase, profile, go, ref, explain_images) -> Ch
     # The tar-index error quotes mkfs's argv, layer path included: each differ has its own.
     gerr, rerr = (LAYER_PATH.sub("<snapshot>/layer.erofs", e) if e else e for e in (gerr, rerr))
     if "error" in case.check and (gerr or rerr) and gerr != rerr:
-        problems.append(f"error text:\n  go-erofs: {gerr or '(none)'}\n  ref: {rerr or '(none)'}")
+        problems.append("error text differs:\n" + word_diff(gerr or "(none)", rerr or "(none)",
+                                                             ("go-erofs", "ref")))
     if "descriptor" in case.check and not (gerr or rerr) and gd != rd:
-        problems.append(f"descriptor:\n  go-erofs: {gd}\n  ref:      {rd}")
+        problems.append(descriptor_diff(gd, rd, ("go-erofs", "ref")))
     quirks = []
     if not problems and out.path is not None:
         # The route the intended behaviour takes; a difference must be a named quirk to pass.

@@ -2,8 +2,7 @@
 the reference's: the argv word for word, and how much of the stream mkfs took."""
 from __future__ import annotations
 
-import difflib
-
+from .report.worddiff import word_diff
 from .result import Check, Status
 
 LAYER = "<snapshot>/layer.erofs"
@@ -20,22 +19,6 @@ def conversion_runs(records: list[dict]) -> list[dict]:
 def normalise_argv(args: list[str]) -> list[str]:
     """Each differ writes into its own snapshot directory: the layer path is not compared."""
     return [LAYER if a.endswith("/layer.erofs") else a for a in args]
-
-
-def word_diff(a: list[str], b: list[str], labels: tuple[str, str]) -> str:
-    """Two argvs (or texts split into words) as one line each plus a marked-up diff:
-    `[-word-]` only in the first, `{+word+}` only in the second."""
-    out = []
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
-        if op == "equal":
-            out += a[i1:i2]
-            continue
-        if i2 > i1:
-            out.append("[-" + " ".join(a[i1:i2]) + "-]")
-        if j2 > j1:
-            out.append("{+" + " ".join(b[j1:j2]) + "+}")
-    return (f"  {labels[0]}: {' '.join(a)}\n  {labels[1]}: {' '.join(b)}\n"
-            f"  diff ([-{labels[0]} only-] {{+{labels[1]} only+}}): {' '.join(out)}")
 
 
 def check_mkfs(name: str, go_records: list[dict], ref_argv: list[str] | None,

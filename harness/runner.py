@@ -23,7 +23,7 @@ from .report.artifacts import result_dict
 from .result import Check, Outcome, ScenarioResult, Status
 from .scenario import Scenario, ScenarioError, load
 from .scenario.model import OCI_TAR
-from .verdict import check_pair, check_walking, explain_tar, same
+from .verdict import check_pair, check_walking, explain_tar, name_quirk, same
 
 
 @dataclass
@@ -165,7 +165,11 @@ def _compare_all(scenario, session, oracle, st, result):
         go = go_compare(oracle, "erofs", st, mt, scenario.source_date_epoch)
         ref = reference_compare(st, mt, cd_profile, scenario.source_date_epoch)
         result.outcomes += [go, ref]
-        result.checks.append(check_pair(go, ref, scenario.expected(version)[1], st.lower_root))
+        epoch = scenario.source_date_epoch
+        check = check_pair(go, ref, scenario.expected(version)[1], st.lower_root, epoch)
+        result.checks.append(name_quirk(
+            check, go, cd_profile, lambda prof, mt=mt: reference_compare(st, mt, prof, epoch),
+            st.lower_root))
     tar_mt = _tar_media_type(scenario)
     go = next(o for o in result.outcomes if o.producer == "go-erofs" and o.media_type == tar_mt)
     ref = next(o for o in result.outcomes if o.producer != "go-erofs" and o.media_type == tar_mt)

@@ -8,6 +8,7 @@ import struct
 import zlib
 
 from .result import Check, Outcome, Status
+from .report.worddiff import word_diff
 from .spool import bytes_equal
 
 GO_GZIP_HEADER = bytes.fromhex("1f8b08000000000000ff")   # no name, mtime 0, XFL 0, OS unknown
@@ -22,12 +23,23 @@ def normalise_error(text: str, lower_root: str | None = None) -> str:
     return re.sub(r"/[^\s:]*containerd-mount\d+", "<lower>", text)
 
 
-def explain_tar(go: bytes, ref: bytes, go_label: str, ref_label: str) -> str:
+def explain_tar(go: bytes, ref: bytes, go_label: str, ref_label: str,
+                epoch: int | None = None) -> str:
     try:
         from .report.explain import explain_tar as explain
     except ImportError:  # the report package is optional for the core path
         return f"{go_label} and {ref_label} tars differ ({len(go)} vs {len(ref)} bytes)"
-    return explain(go, ref, labels=(go_label, ref_label))
+    return explain(go, ref, labels=(go_label, ref_label), epoch=epoch)
+
+
+def descriptor_diff(gd: dict | None, rd: dict | None, labels: tuple[str, str]) -> str:
+    """Two descriptors: each differing field with both values on one line, then both in full."""
+    gd, rd = gd or {}, rd or {}
+    g, r = labels
+    fields = [f"{k} {g}={gd.get(k)!r} {r}={rd.get(k)!r}"
+              for k in dict.fromkeys([*gd, *rd]) if gd.get(k) != rd.get(k)]
+    return (f"descriptor differs: {'; '.join(fields)}\n  {g}: {gd or '(none)'}\n"
+            f"  {r}: {rd or '(none)'}")
 
 
 def same(a: Outcome, b: Outcome, lower_root: str | None = None) -> bool:
@@ -37,8 +49,10 @@ def same(a: Outcome, b: Outcome, lower_root: str | None = None) -> bool:
     return bytes_equal(a.tar, b.tar)
 
 
-def check_pair(go: Outcome, ref: Outcome, expect_error: str | None, lower_root: str) -> Check:
-    """Go vs the reference in the containerd profile: identical output, descriptor and labels."""
+def check_pair(go: Outcome, ref: Outcome, expect_error: str | None, lower_root: str,
+               epoch: int | None = None) -> Check:
+    """Go vs the reference in the containerd profile: identical output, descriptor and labels.
+    `epoch` (the scenario's SOURCE_DATE_EPOCH) lets the explanation recognise clamped mtimes."""
     name = f"compare {go.media_type}: {go.producer} vs {ref.producer}"
     problems = []
     if expect_error is not None:
@@ -48,11 +62,12 @@ def check_pair(go: Outcome, ref: Outcome, expect_error: str | None, lower_root: 
             problems.append(f"expected containerd's error to contain {expect_error!r}, got {go.error!r}")
     if go.error or ref.error:
         if not same(go, ref, lower_root):
-            problems.append(f"errors differ:\n  {go.producer}: {go.error or '(no error)'}\n"
-                            f"  {ref.producer}: {ref.error or '(no error)'}")
+            problems.append(f"errors differ ({go.producer} vs {ref.producer}):\n" + word_diff(
+                normalise_error(go.error or "(no error)", lower_root),
+                normalise_error(ref.error or "(no error)", lower_root), (go.producer, ref.producer)))
         return Check(name, Status.FAIL if problems else Status.PASS, "\n".join(problems))
     if not bytes_equal(go.tar, ref.tar):
-        problems.append(explain_tar(go.tar, ref.tar, go.producer, ref.producer))
+        problems.append(explain_tar(go.tar, ref.tar, go.producer, ref.producer, epoch))
     problems += descriptor_problems(go, ref)
     problems += compression_problems(go)
     problems += framing_problems(go, ref)
@@ -173,6 +188,28 @@ def framing_problems(go: Outcome, ref: Outcome) -> list[str]:
         if gf != rf:
             out.append(f"zstd framing: {go.producer} {gf} vs {ref.producer} {rf}")
     return out
+
+
+def name_quirk(check: Check, go: Outcome, profile, run_ref, lower_root: str | None) -> Check:
+    """A failing Go-vs-reference check whose difference one registered quirk would produce:
+    if the reference with that quirk toggled (added or removed) matches containerd, say so
+    first. run_ref(profile) -> Outcome runs the reference on the same state."""
+    from .reference import profiles
+    if check.status != Status.FAIL or go.error or go.tar is None:
+        return check
+    for q in profiles.QUIRKS:
+        if q.scope not in ("compare", "mounts"):
+            continue
+        on = profile.has(q.name)
+        toggled = profile.without(q.name) if on else profile.with_quirks(q.name)
+        if same(go, run_ref(toggled), lower_root):
+            verb = ("without" if on else "with")
+            head = (f"this difference is quirk {q.name}: the reference {verb} it matches "
+                    f"containerd byte for byte, so the {profile.name} profile should "
+                    f"{'not ' if on else ''}have it ({q.reference}: {q.description})")
+            return Check(check.name, check.status, head + "\n" + check.explanation,
+                         [q.name])
+    return check
 
 
 def check_walking(erofs: Outcome, walking: Outcome) -> Check:
