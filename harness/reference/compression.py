@@ -1,10 +1,11 @@
 """Layer compression for the three OCI media types (spec §4), and decompression by magic.
 
-gzip: Go's ``compress/gzip`` header (``1f 8b 08 00 00000000 00 ff``: no name, mtime 0, XFL 0,
-OS 255) around a raw zlib deflate stream, then CRC32 and ISIZE. zstd: python-zstandard with the
-content checksum on. The compressed bytes are not Go's (different deflate / zstd encoders); what
-can be compared is the decompressed payload, the gzip header and trailer, and the zstd frame
-checksum (verified by decompressing).
+gzip: Go's ``compress/gzip`` header (``1f 8b 08 00 00000000 00 ff``: no name, mtime 0, XFL 0 at
+the default level 6, OS 255) around a raw zlib deflate stream, then CRC32 and ISIZE. zstd:
+python-zstandard with the content checksum on. The compressed bytes are not Go's (different
+deflate / zstd encoders); what can be compared is the decompressed payload, the gzip header
+(byte for byte, against Go's, in verdict.framing_problems) and trailer, the number of gzip
+members and zstd frames, and the zstd frame checksum (verified by decompressing).
 
 Decompression mirrors containerd's DetectCompression: gzip by ``1f 8b 08``, zstd by
 ``28 b5 2f fd`` or a skippable-frame magic (0x184D2A50..5F little-endian, with >= 8 bytes);
