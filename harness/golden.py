@@ -339,7 +339,7 @@ def _check_all(scenario, golden, version, result):
         go, problems = _go_outcome(rec, golden.get("tars") or {}, ref, mt)
         check = check_pair(go, ref, expect_error, st.lower_root, epoch)
         if go.tar is not None:
-            check = name_quirk(check, go, cd_profile, lambda prof, mt=mt: runner.reference_compare(
+            check = name_quirk(check, go, ref, cd_profile, lambda prof, mt=mt: runner.reference_compare(
                 st, mt, prof, epoch, fs=fs), st.lower_root)
         if problems:
             check.status = Status.FAIL

@@ -168,7 +168,7 @@ def _compare_all(scenario, session, oracle, st, result):
         epoch = scenario.source_date_epoch
         check = check_pair(go, ref, scenario.expected(version)[1], st.lower_root, epoch)
         result.checks.append(name_quirk(
-            check, go, cd_profile, lambda prof, mt=mt: reference_compare(st, mt, prof, epoch),
+            check, go, ref, cd_profile, lambda prof, mt=mt: reference_compare(st, mt, prof, epoch),
             st.lower_root))
     tar_mt = _tar_media_type(scenario)
     go = next(o for o in result.outcomes if o.producer == "go-erofs" and o.media_type == tar_mt)

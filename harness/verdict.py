@@ -190,12 +190,14 @@ def framing_problems(go: Outcome, ref: Outcome) -> list[str]:
     return out
 
 
-def name_quirk(check: Check, go: Outcome, profile, run_ref, lower_root: str | None) -> Check:
-    """A failing Go-vs-reference check whose difference one registered quirk would produce:
-    if the reference with that quirk toggled (added or removed) matches containerd, say so
-    first. run_ref(profile) -> Outcome runs the reference on the same state."""
+def name_quirk(check: Check, go: Outcome, ref: Outcome, profile, run_ref,
+               lower_root: str | None) -> Check:
+    """A failing Go-vs-reference check whose layer (or error) one registered quirk would
+    produce: if the reference with that quirk toggled (added or removed) gives containerd's
+    tar or error, say so first. run_ref(profile) -> Outcome runs the reference on the same
+    state. Differences outside the tar (descriptor, compression framing) are left alone."""
     from .reference import profiles
-    if check.status != Status.FAIL or go.error or go.tar is None:
+    if check.status != Status.FAIL or (go.tar is None and not go.error) or same(go, ref, lower_root):
         return check
     for q in profiles.QUIRKS:
         if q.scope not in ("compare", "mounts"):

@@ -70,12 +70,15 @@ def test_a_difference_one_quirk_reproduces_is_named():
     def run_ref(p):  # the reference reproduces Go exactly when epoch-ignored is off
         return Outcome(p.name, OCI, tar=b"quirky" if not p.has("epoch-ignored") else b"plain")
 
-    named = name_quirk(check, go, profile, run_ref, None)
+    named = name_quirk(check, go, ref, profile, run_ref, None)
     assert named.explanation.startswith("this difference is quirk epoch-ignored")
     assert "should not have it" in named.explanation and named.quirks == ["epoch-ignored"]
     assert named.explanation.endswith("tar differs ...")
-    unexplained = name_quirk(check, go, profile, lambda p: ref, None)
+    unexplained = name_quirk(check, go, ref, profile, lambda p: ref, None)
     assert unexplained is check
+    # the same tar on both sides (a framing or descriptor difference): no quirk is blamed
+    framing = name_quirk(check, go, Outcome("ref", OCI, tar=b"quirky"), profile, run_ref, None)
+    assert framing is check
 
 
 def test_descriptor_difference_shows_both_values_on_the_first_line():

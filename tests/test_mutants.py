@@ -13,7 +13,7 @@ import pytest
 from harness import capabilities, runner
 from harness.oracle import binary_path, default_version
 from harness.reference import apply as ref_apply
-from harness.reference import compression, walk
+from harness.reference import compression, profiles, walk
 from harness.result import Status
 from harness.scenario import load
 
@@ -94,6 +94,7 @@ def test_gzip_level_9_instead_of_6(session, monkeypatch):
     r = runner.run_scenario(load(NAMES), session)
     text = failing(r, "compare application/vnd.oci.image.layer.v1.tar+gzip")
     assert "gzip header" in text and "XFL 0x00 vs 0x02" in text, text
+    assert "this difference is quirk" not in text       # the tars agree: no quirk to blame
 
 
 def test_gzip_os_byte(session, monkeypatch):
@@ -101,6 +102,7 @@ def test_gzip_os_byte(session, monkeypatch):
     r = runner.run_scenario(load(NAMES), session)
     text = failing(r, "compare application/vnd.oci.image.layer.v1.tar+gzip")
     assert "gzip header" in text and "OS 0xff vs 0x03" in text, text
+    assert "this difference is quirk" not in text
 
 
 def test_mkfs_argv_without_b4096(session, monkeypatch, tmp_path):
@@ -120,3 +122,15 @@ def test_feed_stopped_at_epipe_without_drain(session, monkeypatch, tmp_path):
                             session)
     text = failing(r, "apply ")
     assert "descriptor" in text and "1575936" in text, text
+
+
+def test_wrong_epoch_handling_names_the_epoch_quirk(session, monkeypatch):
+    """The reference clamps to SOURCE_DATE_EPOCH, which containerd ignores (a profile without
+    epoch-ignored): the failure names that quirk, not the generic mtime rule."""
+    real = profiles.containerd_profile
+    monkeypatch.setattr(profiles, "containerd_profile",
+                        lambda v: real(v).without("epoch-ignored", name=real(v).name))
+    r = runner.run_scenario(load(REPO / "scenarios/epoch/newer-dir-older-child.yaml"), session)
+    text = failing(r, "compare application/vnd.oci.image.layer.v1.tar:")
+    assert text.startswith("this difference is quirk epoch-ignored"), text
+    assert "clamped this mtime to the epoch" in text and "quirk epoch-ignored (" in text
