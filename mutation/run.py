@@ -20,6 +20,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -148,7 +149,12 @@ def main(argv=None) -> int:
     return 0
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _terminate)     # unwind: the temporary copy is removed
     try:
         sys.exit(main())
     except MutateError as e:

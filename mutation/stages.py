@@ -4,8 +4,8 @@ stopping at the first that notices the mutant.
 
     unit    the reference's unit tests (pytest -x: stops at the first failure)
     golden  `layerconf run --oracle golden`: the reference against recorded Go outputs
-    live    `layerconf run --backend host`: every scenario against containerd's Go code
-            (root, the built oracle), then tests/test_mutants.py
+    live    every scenario against containerd's Go code in host mode (root, the built
+            oracle), through pytest with -x, then tests/test_mutants.py
 
 Prints `KILLED-BY: <stage>` and exits 1 when a stage fails, `SURVIVED` and exits 0 otherwise.
 Each stage has its own deadline, well inside cosmic-ray's timeout: a stage that overruns gets
@@ -29,7 +29,10 @@ UNIT = ["tests/test_gotar.py", "tests/test_reference_compare.py",
 STAGES = {
     "unit": ([PY, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *UNIT], 600),
     "golden": ([PY, "-m", "harness.cli", "run", "--oracle", "golden", "-q"], 300),
-    "live": ([PY, "-m", "harness.cli", "run", "--backend", "host", "-q"], 1800),
+    # pytest over the scenarios (the same runner as `layerconf run --backend host`): -x stops
+    # at the first scenario that notices the mutant
+    "live": ([PY, "-m", "pytest", "scenarios", "-x", "-q", "-p", "no:cacheprovider",
+              "--backend", "host", "-k", "not slow"], 1800),
     "live-mutants": ([PY, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
                       "tests/test_mutants.py"], 600),
 }
