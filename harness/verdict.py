@@ -121,38 +121,60 @@ def compression_problems(go: Outcome) -> list[str]:
     return []
 
 
-def _gzip_members(blob: bytes) -> int:
-    """How many gzip members a blob holds (a member ends where its deflate stream ends)."""
-    n, rest = 0, bytes(blob)
-    while rest[:3] == b"\x1f\x8b\x08":
+def _gzip_members(blob) -> int:
+    """How many gzip members a blob holds (a member ends where its deflate stream ends). The
+    output is discarded in bounded pieces, so a large layer costs time, not memory."""
+    n, rest = 0, memoryview(blob)
+    while bytes(rest[:3]) == b"\x1f\x8b\x08":
         d = zlib.decompressobj(wbits=31)
-        d.decompress(rest)
+        data = rest
+        try:
+            while data and not d.eof:
+                d.decompress(data, 1 << 20)
+                data = d.unconsumed_tail
+                if not d.unconsumed_tail:
+                    break
+            while not d.eof and d.decompress(b"", 1 << 20):
+                pass
+        except zlib.error:
+            break
         if not d.eof:
             break
-        n, rest = n + 1, d.unused_data
+        n += 1
+        rest = memoryview(d.unused_data)
     return n
 
 
-def _zstd_frames(blob: bytes) -> list[dict]:
-    """(magic, checksum flag, dictionary id) of each frame; skippable frames included."""
-    import zstandard
-    out, rest = [], bytes(blob)
-    while len(rest) >= 4:
-        magic = rest[:4]
-        if int.from_bytes(magic, "little") & 0xFFFFFFF0 == 0x184D2A50:
-            size = int.from_bytes(rest[4:8], "little")
+def _zstd_frames(blob) -> list[dict]:
+    """The frames of a zstd blob, read from their headers (RFC 8878 §3.1) without decoding:
+    content checksum flag and dictionary id per frame; skippable frames named as such."""
+    out, pos, b = [], 0, memoryview(blob)
+    while len(b) - pos >= 4:
+        magic = int.from_bytes(b[pos:pos + 4], "little")
+        if magic & 0xFFFFFFF0 == 0x184D2A50:
             out.append({"frame": "skippable"})
-            rest = rest[8 + size:]
+            pos += 8 + int.from_bytes(b[pos + 4:pos + 8], "little")
             continue
-        try:
-            p = zstandard.get_frame_parameters(rest)
-            d = zstandard.ZstdDecompressor().decompressobj()
-            d.decompress(rest)
-        except zstandard.ZstdError:
-            out.append({"frame": "undecodable"})
+        if magic != 0xFD2FB528 or len(b) - pos < 5:
+            out.append({"frame": "not zstd"})
             break
-        out.append({"frame": "zstd", "checksum": p.has_checksum, "dict_id": p.dict_id})
-        rest = d.unused_data
+        fhd = b[pos + 4]
+        single, checksum, dict_flag, fcs_flag = fhd >> 5 & 1, fhd >> 2 & 1, fhd & 3, fhd >> 6
+        pos += 5 + (0 if single else 1)
+        dsize = (0, 1, 2, 4)[dict_flag]
+        dict_id = int.from_bytes(b[pos:pos + dsize], "little")
+        pos += dsize + ((1 if single else 0), 2, 4, 8)[fcs_flag]
+        while True:                                  # blocks: 3-byte headers
+            if len(b) - pos < 3:
+                out.append({"frame": "truncated"})
+                return out
+            h = int.from_bytes(b[pos:pos + 3], "little")
+            last, btype, size = h & 1, h >> 1 & 3, h >> 3
+            pos += 3 + (1 if btype == 1 else size)
+            if last:
+                break
+        pos += 4 if checksum else 0
+        out.append({"frame": "zstd", "checksum": bool(checksum), "dict_id": dict_id})
     return out
 
 
