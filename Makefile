@@ -1,5 +1,5 @@
 # The two commands of the README. Both set up what is missing first (.ci/bootstrap).
-.PHONY: bootstrap conformance test bench
+.PHONY: bootstrap conformance test bench mutate
 
 bootstrap:
 	@bash .ci/bootstrap
@@ -14,3 +14,9 @@ test: bootstrap
 
 bench: bootstrap
 	.venv/bin/python bench/compare_bench.py
+
+# On demand, never in CI: mutation testing of harness/reference/ (docs/mutation.md). Takes hours
+# for every mutant; MUTATE_ARGS="--budget 1800" or "--max-mutants 100" for a sample.
+mutate: bootstrap
+	.venv/bin/python -m pip install -q cosmic-ray==8.7.0
+	nice .venv/bin/python mutation/run.py $(MUTATE_ARGS)

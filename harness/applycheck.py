@@ -11,12 +11,15 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from . import mkfscheck
 from .checks import meaning
 from .oracle import ContainerdError, OracleError, OracleTimeout
 from .reference import apply as ref_apply
 from .reference import erofs_superblock, mediatypes, profiles
+from .report.worddiff import word_diff
 from .result import Check, Outcome, Status
 from .scenario.model import ApplyCase
+from .verdict import descriptor_diff
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 LAYER_PATH = re.compile(r"\S*/layer\.erofs")
@@ -102,9 +105,10 @@ def compare_apply(name, case: ApplyCase, profile, go, ref, explain_images) -> Ch
     # The tar-index error quotes mkfs's argv, layer path included: each differ has its own.
     gerr, rerr = (LAYER_PATH.sub("<snapshot>/layer.erofs", e) if e else e for e in (gerr, rerr))
     if "error" in case.check and (gerr or rerr) and gerr != rerr:
-        problems.append(f"error text:\n  go-erofs: {gerr or '(none)'}\n  ref: {rerr or '(none)'}")
+        problems.append("error text differs:\n" + word_diff(gerr or "(none)", rerr or "(none)",
+                                                             ("go-erofs", "ref")))
     if "descriptor" in case.check and not (gerr or rerr) and gd != rd:
-        problems.append(f"descriptor:\n  go-erofs: {gd}\n  ref:      {rd}")
+        problems.append(descriptor_diff(gd, rd, ("go-erofs", "ref")))
     quirks = []
     if not problems and out.path is not None:
         # The route the intended behaviour takes; a difference must be a named quirk to pass.
@@ -176,6 +180,7 @@ def apply_checks(case: ApplyCase, session, st=None, outcomes=(), record=None,
     for label, path, blob, desc in jobs:
         # A fresh oracle when the last case killed it at its deadline.
         oracle = session.oracle(case.mkfs_options, case.tar_index)
+        mark = mkfscheck.log_offset(oracle)
         try:
             go = go_apply(oracle, path, desc)
         except OracleTimeout as e:
@@ -192,6 +197,9 @@ def apply_checks(case: ApplyCase, session, st=None, outcomes=(), record=None,
             checks.append(Check(label, Status.ERROR, f"the reference Apply could not run: {e}"))
             continue
         mine = [compare_apply(label, case, profile, go, ref, _explain_images)]
+        mkfs = mkfscheck.check_apply_run(label, oracle, mark, ref[3])
+        if mkfs is not None:
+            mine.append(mkfs)
         route = ref[3].path
         if "meaning" in case.check and route is not None and route.kind == mediatypes.TAR:
             mine.append(meaning.check(label, blob, go, oracle, session, route, files))

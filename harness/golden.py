@@ -26,7 +26,7 @@ from .reference import fsview, profiles
 from .reference.walk import go_join
 from .result import Check, Outcome, ScenarioResult, Status
 from .scenario.model import OCI_TAR
-from .verdict import check_pair, compression_problems, normalise_error, same
+from .verdict import check_pair, compression_problems, name_quirk, normalise_error, same
 
 FORMAT = 1
 REPO = Path(__file__).resolve().parent.parent
@@ -339,7 +339,10 @@ def _check_all(scenario, golden, version, result):
             continue
         ref = runner.reference_compare(st, mt, cd_profile, epoch, fs=fs)
         go, problems = _go_outcome(rec, golden.get("tars") or {}, ref, mt)
-        check = check_pair(go, ref, expect_error, st.lower_root)
+        check = check_pair(go, ref, expect_error, st.lower_root, epoch)
+        if go.tar is not None:
+            check = name_quirk(check, go, ref, cd_profile, lambda prof, mt=mt: runner.reference_compare(
+                st, mt, prof, epoch, fs=fs), st.lower_root)
         if problems:
             check.status = Status.FAIL
             check.explanation = "\n".join([check.explanation] + problems if check.explanation

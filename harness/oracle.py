@@ -183,8 +183,10 @@ class Oracle:
     """One long-lived `layerconf-oracle serve` process. Use as a context manager."""
 
     def __init__(self, version: str, root: str, *, mkfs_options=(), tar_index: bool = False,
-                 timeout: float = 300, log_path: str | None = None, binary: str | None = None):
+                 timeout: float = 300, log_path: str | None = None, binary: str | None = None,
+                 env: dict | None = None):
         self.version = version
+        self.env = dict(env or {})          # extra environment (e.g. a recording mkfs.erofs on PATH)
         self.root = root
         self.timeout = timeout
         self.binary = binary or str(binary_path(version))
@@ -209,7 +211,8 @@ class Oracle:
             argv.append("--tar-index")
         self._log = open(self.log_path, "ab")
         # In-process gzip decoding, as the reference models it (not igzip/unpigz from PATH).
-        env = dict(os.environ, CONTAINERD_DISABLE_IGZIP="1", CONTAINERD_DISABLE_PIGZ="1")
+        env = dict(os.environ, CONTAINERD_DISABLE_IGZIP="1", CONTAINERD_DISABLE_PIGZ="1",
+                   **self.env)
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self._log, start_new_session=True, env=env)
         return self
@@ -282,15 +285,26 @@ class Oracle:
             self.proc.stdin.flush()
         except OSError as e:
             raise OracleError(f"the Go oracle stopped reading requests ({e}); see {self.log_path}") from None
-        line = self._readline(timeout or self.timeout, op)
-        try:
-            resp = json.loads(line)
-        except ValueError:
-            raise OracleError(f"the Go oracle answered {op!r} with something that is not JSON: "
-                              f"{line[:200]!r}") from None
+        resp = self._reply(self._next_id, timeout or self.timeout, op)
         if not resp.get("ok"):
             raise ContainerdError(resp.get("error", "(no error text)"))
         return resp
+
+    def _reply(self, req_id: int, timeout: float, op: str) -> dict:
+        """The response to request `req_id`. Answers to earlier requests are skipped: a request
+        interrupted by Ctrl-C (KeyboardInterrupt while waiting) still gets its answer, and
+        without the id check every later call would read the answer of the one before."""
+        while True:
+            line = self._readline(timeout, op)
+            try:
+                resp = json.loads(line)
+            except ValueError:
+                raise OracleError(f"the Go oracle answered {op!r} with something that is not "
+                                  f"JSON: {line[:200]!r}") from None
+            rid = resp.get("id") if isinstance(resp, dict) else None
+            if isinstance(rid, int) and rid < req_id:
+                continue
+            return resp
 
     def _readline(self, timeout: float, op: str) -> bytes:
         deadline = time.monotonic() + timeout

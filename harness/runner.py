@@ -14,7 +14,7 @@ import time
 import traceback
 from dataclasses import dataclass
 
-from . import capabilities, erofs_utils, roundtrip, spool, srctree, state
+from . import capabilities, erofs_utils, mkfs_shim, roundtrip, spool, srctree, state
 from .applycheck import apply_checks, cross_decode
 from .oracle import ContainerdError, Oracle, OracleError, ensure_built, resolve
 from .reference import compare as ref_compare
@@ -23,7 +23,7 @@ from .report.artifacts import result_dict
 from .result import Check, Outcome, ScenarioResult, Status
 from .scenario import Scenario, ScenarioError, load
 from .scenario.model import OCI_TAR
-from .verdict import check_pair, check_walking, explain_tar, same
+from .verdict import check_pair, check_walking, explain_tar, name_quirk, same
 
 
 @dataclass
@@ -109,7 +109,8 @@ class Session:
             self._started += 1
             root = os.path.join(self.base, f"root{self._started}")
             oracle = Oracle(self.options.containerd, root, mkfs_options=key[0],
-                            tar_index=tar_index, timeout=self.timeout).start()
+                            tar_index=tar_index, timeout=self.timeout,
+                            env=mkfs_recording(self.base, root)).start()
             self._oracles[key] = oracle
             if not self.environment:
                 info = oracle.version_info()
@@ -143,6 +144,17 @@ class Session:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def mkfs_recording(base: str, root: str) -> dict:
+    """The oracle's environment for a recording mkfs.erofs (harness/mkfs_shim.py): containerd's
+    argv and fed byte count land in <root>/mkfs-calls.jsonl. Empty when mkfs.erofs is missing
+    (the capability check reports that)."""
+    try:
+        return mkfs_shim.install(os.path.join(base, "mkfs-shim"),
+                                 os.path.join(root, "mkfs-calls.jsonl"))
+    except OSError:
+        return {}
 
 
 # -- one scenario ---------------------------------------------------------------------------
@@ -227,7 +239,11 @@ def _compare_all(scenario, session, oracle, st, result):
                 fixed |= set(gone)
                 ref = run_ref(cd_profile.without(*gone))
         result.outcomes += [go, ref]
-        result.checks.append(check_pair(go, ref, scenario.expected(version)[1], st.lower_root))
+        epoch = scenario.source_date_epoch
+        check = check_pair(go, ref, scenario.expected(version)[1], st.lower_root, epoch)
+        result.checks.append(name_quirk(
+            check, go, ref, cd_profile, lambda prof, mt=mt: reference_compare(st, mt, prof, epoch),
+            st.lower_root))
     if fixed:
         cd_profile = cd_profile.without(*sorted(fixed))
     tar_mt = _tar_media_type(scenario)

@@ -61,11 +61,20 @@ def force_unmount_under(prefix: str):
 @contextlib.contextmanager
 def mounted(oracle: Oracle, key: str, target: str):
     os.makedirs(target, exist_ok=True)
-    oracle.mount(key, target)
+    try:
+        oracle.mount(key, target)
+    except BaseException:
+        # Interrupted while containerd mounts: the mount may still appear. The oracle answers in
+        # order, so this unmount runs after it and undoes it (mount-manager activation included).
+        with contextlib.suppress(Exception):
+            oracle.unmount(target)
+        raise
     try:
         yield target.encode()
     except BaseException:
-        with contextlib.suppress(Exception):   # a cleanup error must not hide the first error
+        # Already failing (or interrupted): an unmount error must not replace that exception,
+        # or Ctrl-C becomes a scenario error and the run goes on. build() force-unmounts.
+        with contextlib.suppress(Exception):
             oracle.unmount(target)
         raise
     oracle.unmount(target)

@@ -40,6 +40,7 @@ from .mediatypes import (APPLY_SWITCHES, ERROR, NATIVE_COPY, NATIVE_ZSTD, OCI_LA
 MKFS = "mkfs.erofs"
 LAYER_BLOB = "layer.erofs"
 DEFAULT_TIMEOUT = 300.0
+FEED_CHUNK = 32 << 10       # io.Copy's buffer size
 
 
 # -- pure pieces of the tar conversion ---------------------------------------------------------
@@ -133,6 +134,7 @@ class ApplyOutput:
     mkfs_output  mkfs's combined stdout+stderr
     exit_status  Go's rendering of mkfs's exit ('exit status 1', 'signal: segmentation fault')
     uuid         the -U value passed to mkfs, if any
+    fed          how many bytes of the stream mkfs took before it stopped reading
     """
 
     descriptor: dict | None
@@ -145,6 +147,7 @@ class ApplyOutput:
     exit_status: str | None = None
     uuid: str | None = None
     notes: list[str] = field(default_factory=list)
+    fed: int | None = None          # stdin bytes mkfs took (None when mkfs did not run)
 
     @property
     def ok(self) -> bool:
@@ -174,7 +177,8 @@ class _Digest:
 def feed_mkfs(argv: list[str], chunks: Iterable[bytes], *, timeout: float = DEFAULT_TIMEOUT,
               env: dict | None = None):
     """Run mkfs with the chunks on its standard input, in bounded memory; return (returncode,
-    combined output, digest of every chunk, the DecompressError that ended the chunks or None).
+    combined output, digest of every chunk, the DecompressError that ended the chunks or None,
+    the bytes written before mkfs stopped reading).
     A broken pipe (mkfs exited before reading everything) stops the writing, not the reading:
     Go ignores EPIPE on Stdin and the descriptor covers the whole stream. Raises
     ApplyEngineError on timeout or when mkfs cannot be started."""
@@ -185,7 +189,7 @@ def feed_mkfs(argv: list[str], chunks: Iterable[bytes], *, timeout: float = DEFA
         except OSError as e:
             raise ApplyEngineError(f"cannot run {argv[0]}: {e.strerror or e}; install erofs-utils "
                                    ">= 1.8 (make bootstrap) or pass mkfs=/path/to/mkfs.erofs") from None
-        digest, state = _Digest(), {"error": None, "crash": None}
+        digest, state = _Digest(), {"error": None, "crash": None, "fed": 0}
         stop = threading.Event()
 
         def pump():
@@ -198,6 +202,7 @@ def feed_mkfs(argv: list[str], chunks: Iterable[bytes], *, timeout: float = DEFA
                     if writing:
                         try:
                             proc.stdin.write(chunk)
+                            state["fed"] += len(chunk)
                         except BrokenPipeError:
                             writing = False
             except DecompressError as e:
@@ -231,13 +236,13 @@ def feed_mkfs(argv: list[str], chunks: Iterable[bytes], *, timeout: float = DEFA
         if state["crash"] is not None:
             raise state["crash"]
         output.seek(0)
-        return rc, output.read(), digest, state["error"]
+        return rc, output.read(), digest, state["error"], state["fed"]
 
 
 def run_mkfs(argv: list[str], stdin: bytes, *, timeout: float = DEFAULT_TIMEOUT,
              env: dict | None = None) -> tuple[int, bytes]:
     """Run mkfs with ``stdin`` on its standard input; return (returncode, combined output)."""
-    rc, out, _, _ = feed_mkfs(argv, [stdin], timeout=timeout, env=env)
+    rc, out, _, _, _ = feed_mkfs(argv, [stdin], timeout=timeout, env=env)
     return rc, out
 
 
@@ -315,19 +320,20 @@ def _apply(f, descriptor, layer_dir, profile, mkfs_options, mkfs, *, tar_index, 
     argv = mkfs_argv(layer_path, mkfs_options, descriptor.get("digest", ""), profile,
                      tar_index=use_index, mkfs=mkfs)
     u = argv[-2] if profile.has("tar-index-uuid" if use_index else "mkfs-uuid") else None
-    rc, out, digest, decode_error = feed_mkfs(argv, stream(), timeout=timeout, env=env)
+    rc, out, digest, decode_error, fed = feed_mkfs(argv, stream(), timeout=timeout, env=env)
     error = decode_error.message if decode_error else None
     status = exit_status_text(rc)
     if rc != 0:
         return ApplyOutput(None, layer_path, argv,
                            convert_error(out, status, profile, tar_index=use_index, argv=argv),
-                           path=path, stage="mkfs", mkfs_output=out, exit_status=status, uuid=u)
+                           path=path, stage="mkfs", mkfs_output=out, exit_status=status, uuid=u,
+                           fed=fed)
     if error:
         # Go: mkfs succeeded but the stdin copy hit the decoder error, so Wait returns it (or,
         # when mkfs had already stopped reading, the drain returns it unwrapped: a race).
         wrapped = convert_error(out, error, profile, tar_index=use_index, argv=argv)
         return ApplyOutput(None, layer_path, argv, wrapped, path=path, stage="decompress",
-                           mkfs_output=out, exit_status=status, uuid=u,
+                           mkfs_output=out, exit_status=status, uuid=u, fed=fed,
                            notes=[f"Go may instead report {error!r} unwrapped (drain race)"])
     notes = []
     if use_index:
@@ -339,7 +345,7 @@ def _apply(f, descriptor, layer_dir, profile, mkfs_options, mkfs, *, tar_index, 
                 image.write(chunk)
         notes.append("tar-index: whole decompressed stream appended")
     return ApplyOutput(digest.descriptor(OCI_LAYER), layer_path, argv, None, path=path,
-                       mkfs_output=out, exit_status=status, uuid=u, notes=notes)
+                       mkfs_output=out, exit_status=status, uuid=u, notes=notes, fed=fed)
 
 
 __all__ = ["APPLY_SWITCHES", "ApplyEngineError", "ApplyOutput", "ApplyPath", "DecompressError",

@@ -1,10 +1,11 @@
 """Layer compression for the three OCI media types (spec §4), and decompression by magic.
 
-gzip: Go's ``compress/gzip`` header (``1f 8b 08 00 00000000 00 ff``: no name, mtime 0, XFL 0,
-OS 255) around a raw zlib deflate stream, then CRC32 and ISIZE. zstd: python-zstandard with the
-content checksum on. The compressed bytes are not Go's (different deflate / zstd encoders); what
-can be compared is the decompressed payload, the gzip header and trailer, and the zstd frame
-checksum (verified by decompressing).
+gzip: Go's ``compress/gzip`` header (``1f 8b 08 00 00000000 00 ff``: no name, mtime 0, XFL 0 at
+the default level 6, OS 255) around a raw zlib deflate stream, then CRC32 and ISIZE. zstd:
+python-zstandard with the content checksum on. The compressed bytes are not Go's (different
+deflate / zstd encoders); what can be compared is the decompressed payload, the gzip header
+(byte for byte, against Go's, in verdict.framing_problems) and trailer, the number of gzip
+members and zstd frames, and the zstd frame checksum (verified by decompressing).
 
 Decompression mirrors containerd's DetectCompression: gzip by ``1f 8b 08``, zstd by
 ``28 b5 2f fd`` or a skippable-frame magic (0x184D2A50..5F little-endian, with >= 8 bytes);
@@ -29,7 +30,7 @@ GZIP_MAGIC = b"\x1f\x8b\x08"
 GO_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"   # what gzip.NewWriter writes
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 ZSTD_SKIPPABLE_MASK, ZSTD_SKIPPABLE_START = 0xFFFFFFF0, 0x184D2A50
-GO_GZIP_LEVEL = 6          # Go's DefaultCompression maps to flate level 6
+GO_GZIP_LEVEL = 6          # containerd: compress/gzip.NewWriter, DefaultCompression = flate level 6
 ZSTD_LEVEL = 3             # klauspost SpeedDefault is roughly zstd level 3
 
 
@@ -40,11 +41,23 @@ def compression_for(media_type: str) -> str:
         raise ValueError(f"no compression known for media type {media_type!r}") from None
 
 
+GO_OS_UNKNOWN = 255       # gzip.Writer's Header.OS default
+
+
+def go_gzip_header(level: int, os_byte: int = GO_OS_UNKNOWN) -> bytes:
+    """The 10 bytes gzip.Writer writes with no Name/Comment/ModTime: XFL is 2 at level 9
+    (BestCompression), 4 at level 1 (BestSpeed), else 0. Deriving XFL from the level, as Go
+    does, makes the level visible in the header that the live check compares with Go's."""
+    xfl = {9: 2, 1: 4}.get(level, 0)
+    return GZIP_MAGIC + bytes([0, 0, 0, 0, 0, xfl, os_byte])
+
+
 def gzip_compress(data: bytes) -> bytes:
     """One gzip member with Go's header bytes; the deflate body is zlib's, not Go's."""
     comp = zlib.compressobj(GO_GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
     body = comp.compress(data) + comp.flush()
-    return GO_GZIP_HEADER + body + struct.pack("<II", zlib.crc32(data), len(data) & 0xFFFFFFFF)
+    return (go_gzip_header(GO_GZIP_LEVEL, GO_OS_UNKNOWN) + body
+            + struct.pack("<II", zlib.crc32(data), len(data) & 0xFFFFFFFF))
 
 
 def zstd_compress(data: bytes) -> bytes:

@@ -23,6 +23,11 @@ from typing import Callable
 from . import fsview
 
 
+def sort_names(names: list[bytes]) -> None:
+    """Go's sort.Strings on raw names: byte order (not the order of any decoded text)."""
+    names.sort()
+
+
 class ChangeKind(enum.IntEnum):
     """continuity fs.ChangeKind (DiffDirChanges never reports UNMODIFIED)."""
     UNMODIFIED = 0
@@ -166,7 +171,7 @@ class _Walk:
             names = self.fs.listdir(path)
         except OSError as e:
             raise path_error("open", path, e) from None
-        names.sort()
+        sort_names(names)
         if not self.profile.has("whiteout-sorted-by-name"):
             # Spec: whiteouts first in their directory (OCI: before sibling directory entries).
             # Only what will be written as a whiteout moves: a 0/0 device with a lower target.

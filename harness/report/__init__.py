@@ -45,6 +45,47 @@ def short_reason(result: ScenarioResult, width: int = 120) -> str:
     return line if len(line) <= width else line[:width - 3] + "..."
 
 
+def reason_lines(result: ScenarioResult, max_lines: int = 6) -> list[str]:
+    """Why a scenario did not pass, in full (never cut): the first line of its deciding check,
+    then the lines that name the first differing entry and field (for a tar difference: both
+    `tar tv` lines and the first field with its rule), else the next lines of the explanation."""
+    if result.status == Status.PASS:
+        return []
+    check = next((c for c in result.checks if c.status == result.status and c.explanation), None)
+    text = check.explanation if check else ""
+    lines = [x.rstrip() for x in (text or result.message or "").splitlines() if x.strip()]
+    if result.message and (not lines or lines[0].strip() != result.message.splitlines()[0].strip()) \
+            and result.status == Status.ERROR:
+        lines = [x.rstrip() for x in result.message.splitlines() if x.strip()]
+    if not lines:
+        return []
+    out = [lines[0].strip()]
+    picked = []
+    for i, line in enumerate(lines[1:], 1):
+        if line.startswith("entry #") and " starts at " in line:
+            picked += [x.strip() for x in lines[i + 1:i + 3] if x.startswith("  ")]
+        elif line.startswith(("fields a tar reader sees", "raw bytes that differ")):
+            follow = [x for x in lines[i + 1:i + 6]]
+            first = next((x for x in follow if x.startswith("  ") and not x.strip().startswith("rule:")), None)
+            if first:
+                picked.append(first.strip())
+                j = follow.index(first) + 1
+                rule = []
+                while j < len(follow) and (follow[j].strip().startswith("rule:") or
+                                           (rule and follow[j].startswith("      "))):
+                    rule.append(follow[j].strip())
+                    j += 1
+                if rule:
+                    picked.append(" ".join(rule))
+            break
+        elif line.strip().startswith("rule:") and not any(x.startswith("rule:") for x in picked):
+            picked.append(" ".join(x.strip() for x in lines[i:i + 6]
+                                   if x.strip().startswith("rule:") or x.startswith("      ")))
+    if not picked:
+        picked = [x.strip() for x in lines[1:max_lines]]
+    return (out + picked)[:max_lines]
+
+
 def _lines(text: str) -> list[str]:
     return [x.strip() for x in (text or "").splitlines() if x.strip()]
 

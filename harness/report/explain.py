@@ -18,13 +18,13 @@ from .tardiff import FieldDiff, diff_tars, entry_line, parse_tar
 
 
 def explain_tar(go: bytes | None, ref: bytes | None, labels: tuple[str, str] = ("go", "ref"),
-                max_lines: int | None = 40) -> str:
+                max_lines: int | None = 40, epoch: int | None = None) -> str:
     """One screen saying where two layer tars differ (first line: a one-line summary)."""
     gl, rl = labels
     if go is None or ref is None:
         missing = [lb for lb, t in ((gl, go), (rl, ref)) if t is None]
         return f"no tar to compare from {' and '.join(missing)}"
-    d = diff_tars(go, ref, gl, rl)
+    d = diff_tars(go, ref, gl, rl, epoch)
     if d is None:
         return f"the tars are identical ({len(go)} bytes, {len(parse_tar(go).entries)} entries)"
     return d.render(max_lines)

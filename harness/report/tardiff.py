@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import textwrap
+from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
@@ -351,10 +352,16 @@ class TarDiff:
     hexdump: list[str] = field(default_factory=list)
     go_problem: str | None = None
     ref_problem: str | None = None
+    reordered: tuple[str, str] | None = None   # (go's entry, ref's entry) at the first swap
+    order_rule: str = ""                      # the ordering rule one side broke
 
     @property
     def headline(self) -> str:
         g, r = self.go_label, self.ref_label
+        if self.reordered is not None:
+            x, y = self.reordered
+            return (f"tar differs at entry #{self.index}: the same entries in a different order: "
+                    f"{g} writes {x} before {y}, {r} the other way round")
         if self.index is None:
             what = (self.raw[0].field if self.raw else "bytes")
             return f"tar differs after the last entry ({what}): {g} vs {r}"
@@ -369,7 +376,9 @@ class TarDiff:
         if self.effective:
             d = self.effective[0]
             more = f" (+{len(self.effective) - 1} more)" if len(self.effective) > 1 else ""
-            return f"{where}: {d.field} {g}={_short(d.go)} {r}={_short(d.ref)}{more}"
+            epoch = " (one side clamped it to SOURCE_DATE_EPOCH)" if d.rule.startswith(
+                "SOURCE_DATE_EPOCH=") else ""
+            return f"{where}: {d.field} {g}={_short(d.go)} {r}={_short(d.ref)}{epoch}{more}"
         if self.raw:
             d = next((x for x in self.raw if x.rule), self.raw[0])
             return f"{where}: same entry, different bytes ({d.field}{' in ' + d.where if d.where else ''})"
@@ -391,6 +400,8 @@ class TarDiff:
             if self.go_line or self.ref_line:
                 lines.append(f"  {g:<{w}}: {self.go_line or '(no entry)'}")
                 lines.append(f"  {r:<{w}}: {self.ref_line or '(no entry)'}")
+        if self.order_rule:
+            lines += _rule_lines(self.order_rule)
         if self.only_ref:
             lines.append(f"only in {r}: " + ", ".join(self.only_ref))
         if self.only_go:
@@ -705,6 +716,66 @@ def _compare_effective(a: TarEntry, b: TarEntry) -> list[FieldDiff]:
     return out
 
 
+RULE_WALK_ORDER = ("entry order: containerd writes entries in the order of its directory walk: "
+                   "pre-order (a directory before its contents), names sorted by their raw bytes "
+                   "within each directory (Go's sort.Strings), spec §2.1")
+RULE_WHITEOUT_ORDER = ("whiteout order: the spec puts a directory's whiteouts before its other "
+                       "entries; containerd sorts them by name like any other entry (quirk "
+                       "whiteout-sorted-by-name)")
+
+
+def _hexb(b: bytes) -> str:
+    return b.hex(" ").upper()
+
+
+def order_rule(x: bytes, y: bytes, xl: str, yl: str) -> str:
+    """Which ordering rule tells x (first on side xl) and y (first on side yl) apart, and which
+    side follows it."""
+    cx, cy = x.rstrip(b"/").split(b"/"), y.rstrip(b"/").split(b"/")
+    k = next((i for i, (p, q) in enumerate(zip(cx, cy)) if p != q), min(len(cx), len(cy)))
+    if k >= len(cx) or k >= len(cy):
+        parent, child = (xl, yl) if len(cx) < len(cy) else (yl, xl)
+        return (f"{RULE_WALK_ORDER}. {parent} follows it (the directory first); {child} writes "
+                "the directory after its contents")
+    p, q = cx[k], cy[k]
+    if p.startswith(b".wh.") != q.startswith(b".wh."):
+        first = xl if p.startswith(b".wh.") else yl
+        return f"{RULE_WHITEOUT_ORDER}. {first} puts the whiteout first"
+    follows, breaks = (xl, yl) if p < q else (yl, xl)
+    lo, hi = (p, q) if p < q else (q, p)
+    text = (f"{RULE_WALK_ORDER}. {follows} follows it: {_q(lo, 40)} (bytes {_hexb(lo)}) sorts "
+            f"before {_q(hi, 40)} (bytes {_hexb(hi)}); {breaks} does not")
+    tl, th = (v.decode("utf-8", "surrogateescape") for v in (lo, hi))
+    if th < tl:
+        text += (" — it sorted by decoded text (code points, undecodable bytes as "
+                 f"U+DC80..U+DCFF: U+{ord(th[0]):04X}... before U+{ord(tl[0]):04X}...), not by bytes")
+    return text
+
+
+def _epoch_hint(diff: FieldDiff, a: TarEntry, b: TarEntry, epoch: int, gl: str, rl: str) -> FieldDiff:
+    """An mtime that equals SOURCE_DATE_EPOCH on one side and is later on the other was clamped
+    by one side only: that is the epoch rule (and quirk epoch-ignored), not second flooring."""
+    if diff.field != "mtime":
+        return diff
+    try:
+        ta, tb = (float(dict(e.effective).get("mtime")) for e in (a, b))
+    except (TypeError, ValueError):
+        return diff
+    if (ta == epoch) == (tb == epoch) or max(ta, tb) <= epoch:
+        return diff
+    clamped, kept = (gl, rl) if ta == epoch else (rl, gl)
+    try:
+        from ..reference.profiles import QUIRKS_BY_NAME
+        q = QUIRKS_BY_NAME["epoch-ignored"]
+        quirk = f"quirk epoch-ignored ({q.reference}: {q.description})"
+    except (ImportError, KeyError):
+        quirk = "quirk epoch-ignored"
+    rule = (f"SOURCE_DATE_EPOCH={epoch}: {clamped} clamped this mtime to the epoch, {kept} kept "
+            f"the file's later time. The spec clamps times later than the epoch; containerd's "
+            f"erofs differ ignores the epoch: {quirk}")
+    return FieldDiff(diff.field, diff.go, diff.ref, rule, diff.where)
+
+
 def _hexdump(a: RawHeader, b: RawHeader, title: str, labels: tuple[str, str],
              max_fields: int = 5, max_rows: int = 2) -> list[str]:
     """The two blocks where they differ: per differing field, rows of up to 16 bytes labelled
@@ -776,8 +847,9 @@ def _trailer_desc(p: ParsedTar) -> str:
 
 
 def diff_tars(go: bytes, ref: bytes, go_label: str = "go",
-              ref_label: str = "ref") -> TarDiff | None:
-    """None when identical; else where and how the two tar streams differ."""
+              ref_label: str = "ref", epoch: int | None = None) -> TarDiff | None:
+    """None when identical; else where and how the two tar streams differ. `epoch` is the
+    SOURCE_DATE_EPOCH the layer was made with (None: unset), to recognise clamped mtimes."""
     if go == ref:
         return None
     pa, pb = parse_tar(go), parse_tar(ref)
@@ -826,11 +898,19 @@ def diff_tars(go: bytes, ref: bytes, go_label: str = "go",
         elif k is not None:
             d.only_go = [_q(e.name, 60) for e in ea[i:k]]
         d.next_go, d.next_ref = names(ea, i), names(eb, i)
+        if a is not None and b is not None and Counter(an) == Counter(bn):
+            # nothing is missing: the same entries come in another order
+            d.only_go, d.only_ref = [], []
+            d.reordered = (_q(a.name, 80), _q(b.name, 80))
+            d.order_rule = order_rule(a.name, b.name, go_label, ref_label)
+            return d
         if a is None or b is None or d.only_go or d.only_ref:
             return d
     else:
         d.name = _q(a.name, 80)
     d.effective = _compare_effective(a, b)
+    if epoch is not None:
+        d.effective = [_epoch_hint(x, a, b, epoch, go_label, ref_label) for x in d.effective]
     has_pax = a.pax is not None or b.pax is not None
     # the raw view: meta headers, records, main header, data padding
     if (a.pax is None) != (b.pax is None):

@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""`make mutate`: mutation testing of harness/reference/ with cosmic-ray, killing mutants in a
+fast order (mutation/stages.py: unit tests, then golden runs, then live host scenarios).
+
+    python mutation/run.py [--modules harness/reference] [--stages unit,golden,live,live-mutants]
+                           [--budget SECONDS] [--max-mutants N] [--seed S] [--out DIR]
+
+Works on a temporary copy of the tracked files (cosmic-ray edits the code it mutates), so the
+checkout is never touched. Generated mutants are recorded in DIR/session.sqlite (cosmic-ray's
+own format: `cr-report DIR/session.sqlite`); DIR/summary.json and the printed summary say how
+many were generated, run, killed by which stage, survived (with the mutation), and the wall
+time. --budget stops starting new mutants after that many seconds; --max-mutants runs a
+seeded random sample.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TIMEOUT = 3 * 3600          # cosmic-ray's own limit; the stages have tighter ones (stages.py)
+
+
+class MutateError(Exception):
+    pass
+
+
+def copy_tree(dest: Path) -> None:
+    """The files git knows or would add (not ignored ones), and a link to the built oracle."""
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           check=True, timeout=60).stdout.split(b"\0")
+    for f in filter(None, files):
+        src, dst = REPO / os.fsdecode(f), dest / os.fsdecode(f)
+        if src.is_file():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+    if (REPO / ".cache").exists():
+        (dest / ".cache").symlink_to(REPO / ".cache")
+
+
+def tool(name: str) -> str:
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        raise MutateError(f"{name} is not installed in this environment; run "
+                          f"`{sys.executable} -m pip install cosmic-ray==8.7.0` (make mutate does)")
+    return str(path)
+
+
+def init_session(work: Path, modules: list[str], stages: str) -> Path:
+    cfg, db = work / "cosmic-ray.toml", work / "session.sqlite"
+    paths = ", ".join(json.dumps(m) for m in modules)
+    cfg.write_text(f"""[cosmic-ray]
+module-path = [{paths}]
+timeout = {TIMEOUT}
+excluded-modules = []
+test-command = "{sys.executable} mutation/stages.py {stages}"
+
+[cosmic-ray.distributor]
+name = "local"
+""")
+    p = subprocess.run([tool("cosmic-ray"), "init", str(cfg), str(db)], cwd=work,
+                       capture_output=True, text=True, timeout=1800)
+    if p.returncode != 0:
+        raise MutateError(f"cosmic-ray init failed ({p.returncode}): {p.stderr.strip()[-1500:]}")
+    return db
+
+
+def describe(item) -> str:
+    m = item.mutations[0]
+    return f"{m.module_path}:{m.start_pos[0]} {m.operator_name} #{m.occurrence}"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--modules", nargs="+", default=["harness/reference"])
+    ap.add_argument("--stages", default="unit,golden,live,live-mutants")
+    ap.add_argument("--budget", type=float, default=None, help="seconds; no new mutant after that")
+    ap.add_argument("--max-mutants", type=int, default=None, help="a seeded random sample")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--out", default=str(REPO / "artifacts" / "mutation"))
+    args = ap.parse_args(argv)
+    start = time.monotonic()
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    from cosmic_ray.mutating import mutate_and_test
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import TestOutcome
+
+    with tempfile.TemporaryDirectory(prefix="layerconf-mutate-") as tmp:
+        work = Path(tmp)
+        copy_tree(work)
+        print(f"baseline: {args.stages} on the unmutated copy ...", flush=True)
+        base = subprocess.run([sys.executable, "mutation/stages.py", args.stages], cwd=work,
+                              capture_output=True, text=True, timeout=TIMEOUT)
+        if base.returncode != 0:
+            raise MutateError("the unmutated code does not pass the stages, so no mutant could "
+                              f"survive; fix that first:\n{base.stdout[-2000:]}")
+        db_path = init_session(work, args.modules, args.stages)
+        counts, survivors, ran = Counter(), [], 0
+        os.chdir(work)            # mutation specs name modules relative to the copy
+        with use_db(str(db_path), WorkDB.Mode.open) as db:
+            items = list(db.pending_work_items)
+            generated = len(items)
+            if args.max_mutants is not None:
+                random.Random(args.seed).shuffle(items)
+                items = items[:args.max_mutants]
+            print(f"{generated} mutants generated; running {len(items)}", flush=True)
+            for item in items:
+                if args.budget is not None and time.monotonic() - start > args.budget:
+                    print(f"budget of {args.budget:.0f} s used up", flush=True)
+                    break
+                result = mutate_and_test(item.mutations, f"{sys.executable} mutation/stages.py "
+                                         f"{args.stages}", TIMEOUT)
+                db.set_result(item.job_id, result)
+                ran += 1
+                if result.test_outcome == TestOutcome.KILLED:
+                    m = re.search(r"KILLED-BY: (\S+)", result.output or "")
+                    outcome = "killed by " + (m.group(1) if m else "timeout")
+                elif result.test_outcome == TestOutcome.SURVIVED:
+                    outcome = "survived"
+                    survivors.append({"mutant": describe(item), "diff": result.diff})
+                else:        # incompetent (the mutant does not import), no-test, exception
+                    outcome = str((result.test_outcome or result.worker_outcome).value)
+                counts[outcome] += 1
+                print(f"[{ran}/{len(items)}] {describe(item)}: {outcome}", flush=True)
+        os.chdir(REPO)
+        shutil.copy2(db_path, out / "session.sqlite")
+    summary = {"modules": args.modules, "stages": args.stages, "generated": generated,
+               "run": ran, "outcomes": dict(counts), "survivors": survivors,
+               "wall_seconds": round(time.monotonic() - start, 1),
+               "sample": args.max_mutants, "seed": args.seed, "budget": args.budget}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(f"\n{generated} mutants generated, {ran} run in {summary['wall_seconds']} s: "
+          + ", ".join(f"{n} {k}" for k, n in counts.most_common()))
+    for s in survivors:
+        print(f"  survived: {s['mutant']}")
+    print(f"details: {out / 'summary.json'}, {out / 'session.sqlite'} (cr-report)")
+    return 0
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _terminate)     # unwind: the temporary copy is removed
+    try:
+        sys.exit(main())
+    except MutateError as e:
+        print(f"mutate: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("mutate: interrupted; the temporary copy was removed", file=sys.stderr)
+        sys.exit(130)

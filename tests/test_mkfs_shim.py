@@ -1,0 +1,70 @@
+"""The recording mkfs.erofs (harness/mkfs_shim.py): argv, fed bytes, EOF, exit status. (That
+the real mkfs sees argv[0] `mkfs.erofs`, which it quotes in usage errors, shows in the live
+Apply cases whose error texts must match containerd's.)"""
+import json
+import os
+import subprocess
+
+import pytest
+
+from harness import mkfs_shim
+
+
+@pytest.fixture
+def shim(tmp_path, monkeypatch):
+    """A fake real mkfs that reads `$READ` bytes (all when unset), prints how many it got and
+    exits with `$RC`; the shim installed in front of it."""
+    real_dir = tmp_path / "real"
+    real_dir.mkdir()
+    fake = real_dir / "mkfs.erofs"
+    fake.write_text("#!/usr/bin/env python3\n"
+                    "import os, sys\n"
+                    "n = int(os.environ.get('READ', '-1'))\n"
+                    "data = sys.stdin.buffer.read() if n < 0 else sys.stdin.buffer.read(n)\n"
+                    "print(sys.argv[0], len(data))\n"
+                    "sys.exit(int(os.environ.get('RC', '0')))\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{real_dir}{os.pathsep}{os.environ['PATH']}")
+    log = tmp_path / "calls.jsonl"
+    env = dict(os.environ, **mkfs_shim.install(str(tmp_path / "shim"), str(log)))
+    return env, log
+
+
+def run(env, stdin: bytes, **extra):
+    return subprocess.run(["mkfs.erofs", "--tar=f", "--quiet", "/x/layer.erofs"], input=stdin,
+                          capture_output=True, env=dict(env, **extra), timeout=60)
+
+
+def test_records_argv_and_whole_stream(shim):
+    env, log = shim
+    p = run(env, b"a" * 100_000)
+    assert p.returncode == 0
+    assert p.stdout.split()[1] == b"100000"
+    records, offset = mkfs_shim.read_log(str(log))
+    assert records == [{"argv": ["--tar=f", "--quiet", "/x/layer.erofs"], "fed": 100_000,
+                        "eof": True, "returncode": 0}]
+    assert mkfs_shim.read_log(str(log), offset) == ([], offset)
+
+
+def test_early_stop_is_recorded_and_passed_on(shim):
+    env, log = shim
+    big = b"b" * (4 << 20)
+    p = subprocess.Popen(["mkfs.erofs", "--tar=f", "/x/layer.erofs"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, env=dict(env, READ="1000"))
+    broken = False
+    try:
+        p.stdin.write(big)
+        p.stdin.close()
+    except BrokenPipeError:
+        broken = True                 # the caller meets EPIPE, as without the shim
+    p.stdout.read()
+    assert p.wait(timeout=60) == 0 and broken
+    (rec,), _ = mkfs_shim.read_log(str(log))
+    assert rec["eof"] is False and 1000 <= rec["fed"] < len(big)
+
+
+def test_exit_status_passes_through(shim):
+    env, log = shim
+    assert run(env, b"", RC="3").returncode == 3
+    (rec,), _ = mkfs_shim.read_log(str(log))
+    assert rec["returncode"] == 3 and json.dumps(rec)

@@ -1,0 +1,136 @@
+"""Bugs planted in the reference must be caught by a live check against containerd's Go code.
+
+Each test plants one bug (monkeypatch), runs the scenario that should expose it through the real
+oracle, and asserts that the named check fails with an explanation that points at the bug. The
+unplanted baseline passes the same checks, so each assertion can fail. Needs root and the oracle.
+"""
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from harness import capabilities, runner
+from harness.oracle import binary_path, default_version
+from harness.reference import apply as ref_apply
+from harness.reference import compression, profiles, walk
+from harness.result import Status
+from harness.scenario import load
+
+REPO = Path(__file__).resolve().parent.parent
+NAMES = REPO / "scenarios/names/byte-order-not-code-points.yaml"
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="host mode needs root (mounts)"),
+    pytest.mark.skipif(not binary_path(default_version()).exists(),
+                       reason="the Go oracle is not built (make bootstrap)"),
+    pytest.mark.skipif(bool(capabilities.missing(())),
+                       reason="kernel lacks erofs/overlay or mkfs.erofs lacks --tar="),
+]
+
+
+@pytest.fixture(scope="module")
+def session():
+    with runner.Session(runner.RunOptions(build=False, walking=False, round_trip=False)) as s:
+        yield s
+
+
+def apply_scenario(tmp_path, fixture: str, media_type: str) -> Path:
+    f = tmp_path / "scenarios" / "apply" / "one.yaml"
+    f.parent.mkdir(parents=True)
+    f.write_text(textwrap.dedent(f"""
+        description: one fixture through Apply, Go vs reference
+        apply:
+          mkfs_options: ["-T0", "--mkfs-time"]
+          check: [descriptor, error, image]
+          cases:
+            - {{media_type: {media_type}, blob: {{fixture: {fixture}}}}}
+    """))
+    return f
+
+
+def checks(result, prefix: str):
+    found = [c for c in result.checks if c.name.startswith(prefix)]
+    assert found, f"no {prefix!r} check in {[c.name for c in result.checks]}"
+    return found
+
+
+def failing(result, prefix: str) -> str:
+    bad = [c for c in checks(result, prefix) if c.status == Status.FAIL]
+    assert bad, f"no {prefix!r} check failed: {[(c.name, c.status) for c in result.checks]}"
+    return "\n".join(c.explanation for c in bad)
+
+
+# -- the baselines: the same checks pass without a planted bug ---------------------------------
+
+def test_baseline_compare_checks_pass(session):
+    r = runner.run_scenario(load(NAMES), session)
+    assert r.status == Status.PASS, r.message
+    assert {c.name for c in checks(r, "compare")} >= {
+        "compare application/vnd.oci.image.layer.v1.tar+gzip: go-erofs vs ref@containerd@" + default_version()}
+
+
+def test_baseline_apply_checks_pass(session, tmp_path):
+    r = runner.run_scenario(load(apply_scenario(tmp_path, "dialects/trailing-100k.tar.gz",
+                                                "application/vnd.oci.image.layer.v1.tar+gzip")),
+                            session)
+    assert r.status == Status.PASS, r.message
+    assert all(c.status == Status.PASS for c in checks(r, "mkfs apply"))
+
+
+# -- the planted bugs --------------------------------------------------------------------------
+
+def test_names_sorted_by_decoded_text(session, monkeypatch):
+    def decoded_order(names):
+        names.sort(key=lambda n: n.decode("utf-8", "surrogateescape"))
+    monkeypatch.setattr(walk, "sort_names", decoded_order)
+    r = runner.run_scenario(load(NAMES), session)
+    text = failing(r, "compare application/vnd.oci.image.layer.v1.tar:")
+    assert "go-erofs" in text and "ref@containerd" in text
+
+
+def test_gzip_level_9_instead_of_6(session, monkeypatch):
+    monkeypatch.setattr(compression, "GO_GZIP_LEVEL", 9)
+    r = runner.run_scenario(load(NAMES), session)
+    text = failing(r, "compare application/vnd.oci.image.layer.v1.tar+gzip")
+    assert "gzip header" in text and "XFL 0x00 vs 0x02" in text, text
+    assert "this difference is quirk" not in text       # the tars agree: no quirk to blame
+
+
+def test_gzip_os_byte(session, monkeypatch):
+    monkeypatch.setattr(compression, "GO_OS_UNKNOWN", 3)
+    r = runner.run_scenario(load(NAMES), session)
+    text = failing(r, "compare application/vnd.oci.image.layer.v1.tar+gzip")
+    assert "gzip header" in text and "OS 0xff vs 0x03" in text, text
+    assert "this difference is quirk" not in text
+
+
+def test_mkfs_argv_without_b4096(session, monkeypatch, tmp_path):
+    monkeypatch.setattr(ref_apply, "default_mkfs_options", lambda opts, profile: list(opts))
+    r = runner.run_scenario(load(apply_scenario(tmp_path, "dialects/ustar.tar",
+                                                "application/vnd.oci.image.layer.v1.tar")), session)
+    text = failing(r, "mkfs apply")
+    assert "argv differs" in text and "[--b4096-]" in text, text
+
+
+def test_feed_stopped_at_epipe_without_drain(session, monkeypatch, tmp_path):
+    """mkfs.erofs stops reading at the end blocks; Go drains the rest into the digest. A
+    reference that stops at EPIPE describes only what mkfs took."""
+    monkeypatch.setattr(ref_apply, "drain", lambda stream, fed: b"")
+    r = runner.run_scenario(load(apply_scenario(tmp_path, "dialects/trailing-1536k.tar.zst",
+                                                "application/vnd.oci.image.layer.v1.tar+zstd")),
+                            session)
+    text = failing(r, "apply ")
+    assert "descriptor" in text and "1575936" in text, text
+
+
+def test_wrong_epoch_handling_names_the_epoch_quirk(session, monkeypatch):
+    """The reference clamps to SOURCE_DATE_EPOCH, which containerd ignores (a profile without
+    epoch-ignored): the failure names that quirk, not the generic mtime rule."""
+    real = profiles.containerd_profile
+    monkeypatch.setattr(profiles, "containerd_profile",
+                        lambda v: real(v).without("epoch-ignored", name=real(v).name))
+    r = runner.run_scenario(load(REPO / "scenarios/epoch/newer-dir-older-child.yaml"), session)
+    text = failing(r, "compare application/vnd.oci.image.layer.v1.tar:")
+    assert text.startswith("this difference is quirk epoch-ignored"), text
+    assert "clamped this mtime to the epoch" in text and "quirk epoch-ignored (" in text
