@@ -116,7 +116,18 @@ def test_mkfs_argv_without_b4096(session, monkeypatch, tmp_path):
 def test_feed_stopped_at_epipe_without_drain(session, monkeypatch, tmp_path):
     """mkfs.erofs stops reading at the end blocks; Go drains the rest into the digest. A
     reference that stops at EPIPE describes only what mkfs took."""
-    monkeypatch.setattr(ref_apply, "drain", lambda stream, fed: b"")
+    def feed_until_epipe(chunks, write, digest, stop):
+        fed = 0
+        for chunk in chunks:
+            try:
+                write(chunk)
+            except BrokenPipeError:
+                return fed              # the planted bug: the rest never reaches the digest
+            digest.update(chunk)
+            fed += len(chunk)
+        return fed
+
+    monkeypatch.setattr(ref_apply, "feed", feed_until_epipe)
     r = runner.run_scenario(load(apply_scenario(tmp_path, "dialects/trailing-1536k.tar.zst",
                                                 "application/vnd.oci.image.layer.v1.tar+zstd")),
                             session)

@@ -174,6 +174,24 @@ class _Digest:
                 "size": self.size}
 
 
+def feed(chunks: Iterable[bytes], write, digest, stop) -> int:
+    """Write the chunks and digest every one of them; the bytes written. A broken pipe (mkfs
+    stopped reading) ends the writing, not the reading: Go ignores EPIPE on Stdin and drains the
+    rest through the digester, so the descriptor covers the whole stream."""
+    fed, writing = 0, True
+    for chunk in chunks:
+        if stop.is_set():
+            break
+        digest.update(chunk)
+        if writing:
+            try:
+                write(chunk)
+                fed += len(chunk)
+            except BrokenPipeError:
+                writing = False
+    return fed
+
+
 def feed_mkfs(argv: list[str], chunks: Iterable[bytes], *, timeout: float = DEFAULT_TIMEOUT,
               env: dict | None = None):
     """Run mkfs with the chunks on its standard input, in bounded memory; return (returncode,
@@ -193,18 +211,8 @@ def feed_mkfs(argv: list[str], chunks: Iterable[bytes], *, timeout: float = DEFA
         stop = threading.Event()
 
         def pump():
-            writing = True
             try:
-                for chunk in chunks:
-                    if stop.is_set():
-                        return
-                    digest.update(chunk)
-                    if writing:
-                        try:
-                            proc.stdin.write(chunk)
-                            state["fed"] += len(chunk)
-                        except BrokenPipeError:
-                            writing = False
+                state["fed"] = feed(chunks, proc.stdin.write, digest, stop)
             except DecompressError as e:
                 state["error"] = e
             except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
