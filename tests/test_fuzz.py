@@ -80,3 +80,26 @@ def test_short_fixed_seed_run_finds_nothing_new(tmp_path, capsys):
     for target in ("compare", "apply"):
         m = re.search(rf"^{target}: (\d+) case\(s\).* = [0-9.]+ cases/s", text, re.M)
         assert m and int(m[1]) == 80, text
+
+
+def test_an_oracle_killed_from_outside_is_restarted_not_reported(tmp_path, monkeypatch):
+    """A one-off oracle death (here: killed before the third case) costs one restart; the case
+    runs again on a fresh oracle and nothing is written."""
+    calls = []
+    real = runner.run_scenario
+
+    def run_scenario(scenario, session):
+        calls.append(scenario.name)
+        if len(calls) == 3:
+            session.oracle().kill()
+        return real(scenario, session)
+
+    monkeypatch.setattr(runner, "run_scenario", run_scenario)
+    out = tmp_path / "findings"
+    with runner.Session(runner.RunOptions(build=False, round_trip=False, walking=False)) as session:
+        fuzzer = Fuzzer(FuzzOptions(seconds=120, seed=3, targets=("compare",), out=str(out),
+                                    max_examples=6), session, log=print)
+        stats = fuzzer.run()["compare"]
+    assert fuzzer.restarts == 1
+    assert stats.cases == 6 and not stats.findings and not out.exists()
+    assert stats.statuses["error"] == 0, stats

@@ -42,8 +42,11 @@ def run_fuzz(args) -> int:
     opts = FuzzOptions(seconds=args.seconds, seed=args.seed, targets=targets, out=args.out,
                        max_examples=args.max_examples, shrink_seconds=args.shrink_seconds)
     with runner.Session(runner.RunOptions(containerd=args.containerd)) as session:
-        stats = Fuzzer(opts, session, log=print).run()
+        fuzzer = Fuzzer(opts, session, log=print)
+        stats = fuzzer.run()
     print("\n".join(summary(stats)))
+    if fuzzer.restarts:
+        print(f"the Go oracle died and was restarted {fuzzer.restarts} time(s) (see above)")
     new = sum(len(s.findings) for s in stats.values())
     print(f"{new} new finding(s)" + (f" in {args.out}/" if new else ""))
     return 1 if new else 0

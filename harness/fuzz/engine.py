@@ -125,7 +125,7 @@ class Fuzzer:
         self.o, self.session, self.log = options, session, log
         self.stats = {t: TargetStats() for t in options.targets}
         self.reported: set[str] = set()
-        self.casedir = None
+        self.restarts = 0            # oracle restarts after it died
         self.cache: dict[str, ScenarioResult] = {}
         self.cache_hits = 0
 
@@ -139,14 +139,23 @@ class Fuzzer:
         if key in self.cache:
             self.cache_hits += 1
             return self.cache[key]
-        result = self._run(data, files)
+        result = self._run(target, data, files)
+        if result.status == Status.ERROR and "Go oracle" in result.message:
+            # The oracle died (a crash, or a kill from outside): later cases would all fail the
+            # same way. Start a fresh session and run the case once more; only a case that
+            # fails again is a finding.
+            self.restarts += 1
+            self.log(f"[{target}] restarting the oracle: {result.message.splitlines()[0]}",
+                     flush=True)
+            self.session.close()
+            result = self._run(target, data, files)
         if len(self.cache) >= 1000:
             self.cache.pop(next(iter(self.cache)))
         self.cache[key] = result
         return result
 
-    def _run(self, data: dict, files: dict) -> ScenarioResult:
-        d = self.casedir
+    def _run(self, target: str, data: dict, files: dict) -> ScenarioResult:
+        d = os.path.join(self.session.base, f"fuzz-{target}")
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d)
         for name, content in files.items():
@@ -165,7 +174,6 @@ class Fuzzer:
     def run_target(self, target: str, seconds: float, examples: int):
         stats = self.stats[target]
         strategy = compare_cases() if target == "compare" else apply_cases()
-        self.casedir = os.path.join(self.session.base, f"fuzz-{target}")
         start = time.monotonic()
         deadline = start + seconds
         rnd = 0
