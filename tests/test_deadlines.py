@@ -15,22 +15,15 @@ import tarfile
 import textwrap
 from pathlib import Path
 
-import pytest
+from hostmode import HOST_MODE
 
-from harness import capabilities, runner
-from harness.oracle import binary_path, default_version
+from harness import runner
 from harness.result import Status
 from harness.scenario import load
 
 REPO = Path(__file__).resolve().parent.parent
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="host mode needs root (mounts, trusted xattrs)"),
-    pytest.mark.skipif(not binary_path(default_version()).exists(),
-                       reason="the Go oracle is not built (make bootstrap)"),
-    pytest.mark.skipif(bool(capabilities.missing(())),
-                       reason="kernel lacks erofs/overlay or mkfs.erofs lacks --tar="),
-]
+pytestmark = HOST_MODE
 
 SHIM = """#!{python}
 import os, subprocess, sys, time

@@ -1,26 +1,18 @@
 """`layerconf fuzz` end to end: a bug planted in the reference is found, shrunk to a small
 scenario file, and that file fails under `layerconf run` with the bug and passes without it.
 Also the short fixed-seed run CI does. Needs root and the built oracle."""
-import os
 import re
 
-import pytest
+from hostmode import HOST_MODE
 
-from harness import capabilities, runner
+from harness import runner
 from harness.cli import main
 from harness.fuzz.engine import FuzzOptions, Fuzzer
-from harness.oracle import binary_path, default_version
 from harness.reference import changes
 from harness.reference.gotar import TYPE_LINK
 from harness.scenario import load
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="host mode needs root (mounts, device nodes)"),
-    pytest.mark.skipif(not binary_path(default_version()).exists(),
-                       reason="the Go oracle is not built (make bootstrap)"),
-    pytest.mark.skipif(bool(capabilities.missing(())),
-                       reason="kernel lacks erofs/overlay or mkfs.erofs lacks --tar="),
-]
+pytestmark = HOST_MODE
 
 
 def plant_hardlink_bug(monkeypatch):
@@ -83,18 +75,22 @@ def test_short_fixed_seed_run_finds_nothing_new(tmp_path, capsys):
 
 
 def test_an_oracle_killed_from_outside_is_restarted_not_reported(tmp_path, monkeypatch):
-    """A one-off oracle death (here: killed before the third case) costs one restart; the case
-    runs again on a fresh oracle and nothing is written."""
+    """A one-off oracle death (here: killed in the middle of the third case) costs one restart;
+    the case runs again on a fresh oracle and nothing is written."""
     calls = []
-    real = runner.run_scenario
+    real, real_compare = runner.run_scenario, runner.go_compare
 
     def run_scenario(scenario, session):
         calls.append(scenario.name)
-        if len(calls) == 3:
-            session.oracle().kill()
         return real(scenario, session)
 
+    def go_compare(oracle, *args):
+        if len(calls) == 3 and oracle.alive:
+            oracle.kill()                     # dies while the case is running
+        return real_compare(oracle, *args)
+
     monkeypatch.setattr(runner, "run_scenario", run_scenario)
+    monkeypatch.setattr(runner, "go_compare", go_compare)
     out = tmp_path / "findings"
     with runner.Session(runner.RunOptions(build=False, round_trip=False, walking=False)) as session:
         fuzzer = Fuzzer(FuzzOptions(seconds=120, seed=3, targets=("compare",), out=str(out),

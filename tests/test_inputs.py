@@ -12,9 +12,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hostmode import HOST_MODE
 
 from harness import capabilities, runner
-from harness.oracle import binary_path, default_version
 from harness.result import Status
 from harness.scenario import ScenarioError, load
 from harness.scenario import generators
@@ -22,12 +22,7 @@ from harness.scenario.model import Generated, LayerSource
 
 REPO = Path(__file__).resolve().parent.parent
 
-live = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="host mode needs root (mounts, trusted xattrs)"),
-    pytest.mark.skipif(not binary_path(default_version()).exists(),
-                       reason="the Go oracle is not built (make bootstrap)"),
-    pytest.mark.skipif(bool(capabilities.missing(())), reason="kernel lacks erofs/overlay"),
-]
+live = HOST_MODE
 
 
 def write(path: Path, text: str) -> Path:

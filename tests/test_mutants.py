@@ -4,14 +4,14 @@ Each test plants one bug (monkeypatch), runs the scenario that should expose it 
 oracle, and asserts that the named check fails with an explanation that points at the bug. The
 unplanted baseline passes the same checks, so each assertion can fail. Needs root and the oracle.
 """
-import os
 import textwrap
 from pathlib import Path
 
 import pytest
+from hostmode import HOST_MODE
 
-from harness import capabilities, runner
-from harness.oracle import binary_path, default_version
+from harness import runner
+from harness.oracle import default_version
 from harness.reference import apply as ref_apply
 from harness.reference import compression, profiles, walk
 from harness.result import Status
@@ -20,13 +20,7 @@ from harness.scenario import load
 REPO = Path(__file__).resolve().parent.parent
 NAMES = REPO / "scenarios/names/byte-order-not-code-points.yaml"
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="host mode needs root (mounts)"),
-    pytest.mark.skipif(not binary_path(default_version()).exists(),
-                       reason="the Go oracle is not built (make bootstrap)"),
-    pytest.mark.skipif(bool(capabilities.missing(())),
-                       reason="kernel lacks erofs/overlay or mkfs.erofs lacks --tar="),
-]
+pytestmark = HOST_MODE
 
 
 @pytest.fixture(scope="module")
