@@ -52,7 +52,6 @@ class Context:
     implicit_dirs: frozenset = frozenset()   # directories the layer implies but never lists
     volatile: frozenset = frozenset()        # paths whose mtime is the time of applying
     features: frozenset = frozenset()        # tarread feature names seen (pax-global-path, …)
-    global_paths: tuple = ()                 # b"/name" of each PAX global `path` record
     sparse_names: tuple = ()                 # b"/name" of each sparse entry
     truncated_in_data: bool = False          # the stream ends inside an entry's data
     numeric_oddities: dict = field(default_factory=dict)   # header offset -> {"nul", ...}
@@ -385,10 +384,6 @@ def read_image(image_path: str, base: str, timeout: float) -> Reading:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def scratch(base: str) -> str:
-    return os.path.join(base, f"meaning-{uuid.uuid4().hex[:8]}")
-
-
 NUMERIC_FIELDS = ((100, 108), (108, 116), (116, 124), (136, 148))   # mode uid gid mtime
 
 
@@ -423,7 +418,7 @@ def layer_context(tar: bytes) -> Context:
     """What the tar says about itself (for quirk rules and the comparison's scope), read with
     the Go-exact reader."""
     from ..reference import tarread
-    listed_dirs, parents, globals_, sparse = set(), set(), [], []
+    listed_dirs, parents, sparse = set(), set(), []
     truncated = bare_whiteout = clean_end = truncated_header = False
     dotdot: set = set()
     global_keys: set = set()
@@ -435,8 +430,6 @@ def layer_context(tar: bytes) -> Context:
         for h, content in reader:
             if h.typeflag == tarread.TYPE_XGLOBAL:
                 global_keys |= set(h.pax or ())
-                if h.pax and b"path" in h.pax:
-                    globals_.append(_clean(h.pax[b"path"]))
                 continue
             path = _clean(h.name)
             if h.pax and b"mtime" in h.pax:
@@ -470,8 +463,6 @@ def layer_context(tar: bytes) -> Context:
         truncated_header = e.text == tarread.ERR_UNEXPECTED_EOF
     oddities = _numeric_oddities(tar)
     features = set().union(*oddities.values()) if oddities else set()
-    if globals_:
-        features.add("pax-global-path")
     if bare_whiteout:
         features.add("bare-whiteout")
     from ..reference.apply import detect_compression
@@ -488,7 +479,7 @@ def layer_context(tar: bytes) -> Context:
     if any(v.endswith(b".") for v in pax_mtimes.values()):
         features.add("pax-empty-fraction")
     return Context(implicit_dirs=frozenset(parents - listed_dirs),
-                   features=frozenset(features), global_paths=tuple(globals_),
+                   features=frozenset(features),
                    sparse_names=tuple(sparse), truncated_in_data=truncated,
                    numeric_oddities=oddities, dotdot_dirs=frozenset(dotdot),
                    length=len(tar), global_keys=frozenset(global_keys),
