@@ -482,12 +482,13 @@ def cmd_export(args) -> int:
 
 def _load_one(path):
     """A scenario file, or a name: FILE.yaml, scenarios/NAME.yaml, or an absolute name."""
-    p = Path(path)
-    for c in (p, Path(str(path) + ".yaml"), DEFAULT_SCENARIOS / (str(path) + ".yaml")):
+    tried = list(dict.fromkeys((Path(path), Path(str(path) + ".yaml"),
+                                DEFAULT_SCENARIOS / (str(path) + ".yaml"))))
+    for c in tried:
         if c.is_file():
             return load(c)
-    raise UsageError(f"no scenario file or name {path!r} (looked for {path}, {path}.yaml and "
-                     f"{DEFAULT_SCENARIOS / (str(path) + '.yaml')})")
+    raise UsageError(f"no scenario file or name {path!r} (looked for "
+                     f"{', '.join(map(str, tried))})")
 
 
 def _one_shot(args, data: dict, name: str) -> int:
@@ -731,7 +732,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                "layer entries the reference expects for a scenario"),
                            ("repro", cmd_repro, "rerun one scenario and keep its state")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("scenario", help="a scenario file, or a name as `run` prints it")
+        p.add_argument("scenario", metavar="SCENARIO" if name == "repro" else "FILE|SCENARIO",
+                       help="a scenario file, or a name as `run` prints it"
+                       + ("" if name == "repro" else "; or a layer blob (tar, gzip, zstd) or an "
+                          "EROFS image to list"))
         p.add_argument("--containerd", default="", help=CONTAINERD_HELP)
         if name == "repro":
             p.add_argument("--keep", default=None)
