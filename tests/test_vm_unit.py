@@ -193,3 +193,18 @@ def test_agent_and_probe_are_stdlib_only():
             for n in names:
                 top = n.split(".")[0]
                 assert top in sys.stdlib_module_names or top in ("harness", "probe"), (f, n)
+
+
+def test_an_engine_error_in_the_guest_keeps_its_console_log(tmp_path):
+    from harness.backends.vm import _keep_console
+    console = tmp_path / "g.console.log"
+    console.write_bytes(b"x" * (300 << 10) + b"\nkernel: the last words\n")
+    result = {"scenario": "apply/hangs", "status": "error", "artifacts": None}
+    _keep_console(result, console, tmp_path / "keep")
+    kept = tmp_path / "keep" / "apply__hangs" / "console.log"
+    assert result["artifacts"] == str(kept.parent)
+    assert kept.read_bytes().endswith(b"kernel: the last words\n")
+    assert len(kept.read_bytes()) == 256 << 10           # the tail, bounded
+    nothing = {"scenario": "x", "status": "error", "artifacts": None}
+    _keep_console(nothing, None, tmp_path / "keep")       # no console: nothing, no error
+    assert nothing["artifacts"] is None

@@ -790,6 +790,25 @@ _PROBES: dict[tuple, dict] = {}
 _SHARED_LOCK = threading.Lock()
 
 
+def _keep_console(result: dict, console, keep) -> None:
+    """An engine error in the guest: keep the guest's console log (its last 256 KiB) beside the
+    scenario's artifacts, where the person reading them looks."""
+    if not keep or not console or not os.path.isfile(str(console)):
+        return
+    from ..report.artifacts import folder_name
+    folder = result.get("artifacts") or os.path.join(str(keep), folder_name(result["scenario"]))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with open(str(console), "rb") as src:
+            src.seek(max(0, os.path.getsize(str(console)) - (256 << 10)))
+            data = src.read()
+        with open(os.path.join(folder, "console.log"), "wb") as dst:
+            dst.write(data)
+        result["artifacts"] = folder
+    except OSError:
+        pass          # the result still names the console log in its message
+
+
 def _options_dict(options) -> dict:
     if options is None:
         return {}
@@ -898,13 +917,17 @@ class VMBackend:
                 self._vm = None
             if self.raise_errors:
                 raise
-            return self._error_result(path, e, vm, time.monotonic() - t0)
+            result = self._error_result(path, e, vm, time.monotonic() - t0)
+            _keep_console(result, e.console_log or (vm and vm.console_log), opts.get("keep"))
+            return result
         if isinstance(result, dict):
             env = result.get("environment")
             if not isinstance(env, dict):
                 env = result["environment"] = {}
             env["backend"] = "vm"
             env["vm"] = dict(vm.info(), capabilities=caps)
+            if result.get("status") == "error":
+                _keep_console(result, vm.console_log, opts.get("keep"))
         return result
 
     def _error_result(self, path: str, e: VMError, vm, seconds: float) -> dict:
