@@ -33,6 +33,22 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
 log() { printf '[oracle/build] %s\n' "$*" >&2; }
 die() { printf '[oracle/build] error: %s\n' "$*" >&2; exit 2; }
+
+# A hash of every input of a build: DESCRIPTION, this script, the FILES given, the oracle's
+# sources and the Go toolchain; a build is skipped when OUTDIR/.inputs.sha256 holds it.
+inputs_hash() { # DESCRIPTION FILE...
+  local desc=$1; shift
+  {
+    echo "$desc go=$(go env GOVERSION) goarch=$(go env GOARCH)"
+    sha256sum "${BASH_SOURCE[0]}" "$@" | cut -d' ' -f1
+    for f in "$here"/*.go; do printf '%s ' "$(basename "$f")"; sha256sum <"$f" | cut -d' ' -f1; done
+  } | sha256sum | cut -d' ' -f1
+}
+up_to_date() { # OUTDIR HASH LABEL: prints the binary and succeeds when the build can be skipped
+  [ -x "$1/layerconf-oracle" ] && [ "$(cat "$1/.inputs.sha256" 2>/dev/null)" = "$2" ] || return 1
+  log "$3: up to date ($1/layerconf-oracle)"
+  echo "$1/layerconf-oracle"
+}
 export GOTOOLCHAIN=local CGO_ENABLED=0
 
 # versions.txt: "VERSION [default] [tags=a,b]" per line; # comments.
@@ -77,16 +93,8 @@ build_tree() {
   exec 9>"$out/.lock"
   flock 9
   # The key carries the tree's content hash; the rest is what the version builds hash.
-  hash=$( {
-    echo "tree=$key path=$tree tags=$tags go=$(go env GOVERSION) goarch=$(go env GOARCH)"
-    sha256sum "${BASH_SOURCE[0]}" "$here/go.sum" | cut -d' ' -f1
-    for f in "$here"/*.go; do printf '%s ' "$(basename "$f")"; sha256sum <"$f" | cut -d' ' -f1; done
-  } | sha256sum | cut -d' ' -f1)
-  if [ -x "$out/layerconf-oracle" ] && [ "$(cat "$out/.inputs.sha256" 2>/dev/null)" = "$hash" ]; then
-    log "tree $tree ($key): up to date ($out/layerconf-oracle)"
-    echo "$out/layerconf-oracle"
-    return
-  fi
+  hash=$(inputs_hash "tree=$key path=$tree tags=$tags" "$here/go.sum")
+  up_to_date "$out" "$hash" "tree $tree ($key)" && return
   bdir=$repo/.cache/oracle-build/$key
   rm -rf "$bdir"
   mkdir -p "$bdir"
@@ -158,16 +166,8 @@ build_one() {
   fi
 
   local hash
-  hash=$( {
-    echo "version=$version tags=$tags go=$(go env GOVERSION) goarch=$(go env GOARCH)"
-    sha256sum "${BASH_SOURCE[0]}" "$moddir/go.mod" "$moddir/go.sum" | cut -d' ' -f1
-    for f in "$here"/*.go; do printf '%s ' "$(basename "$f")"; sha256sum <"$f" | cut -d' ' -f1; done
-  } | sha256sum | cut -d' ' -f1)
-  if [ -x "$out/layerconf-oracle" ] && [ "$(cat "$out/.inputs.sha256" 2>/dev/null)" = "$hash" ]; then
-    log "containerd $version: up to date ($out/layerconf-oracle)"
-    echo "$out/layerconf-oracle"
-    return
-  fi
+  hash=$(inputs_hash "version=$version tags=$tags" "$moddir/go.mod" "$moddir/go.sum")
+  up_to_date "$out" "$hash" "containerd $version" && return
 
   bdir=$repo/.cache/oracle-build/$version
   rm -rf "$bdir"
