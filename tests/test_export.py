@@ -349,14 +349,20 @@ def _run(binary: Path, mod: Path, scenario: str, pattern: str = "") -> subproces
                           timeout=300)
 
 
-@pytest.fixture(scope="module")
-def unpatched(tmp_path_factory):
+def _containerd_copy(tmp_path_factory, name: str) -> tuple[Path, Path]:
+    """(a scratch folder, a writable copy of containerd's module source in it); skips without
+    Go, root or the kernel features the exported tests need."""
     why = _go_missing()
     if why:
         pytest.skip(why)
-    base = tmp_path_factory.mktemp("go-unpatched")
-    mod = _writable_copy(_module_dir("github.com/containerd/containerd/v2", CONTAINERD),
-                         base / "containerd")
+    base = tmp_path_factory.mktemp(name)
+    return base, _writable_copy(_module_dir("github.com/containerd/containerd/v2", CONTAINERD),
+                                base / "containerd")
+
+
+@pytest.fixture(scope="module")
+def unpatched(tmp_path_factory):
+    base, mod = _containerd_copy(tmp_path_factory, "go-unpatched")
     return mod, _build(mod, base / "erofs.test")
 
 
@@ -372,12 +378,7 @@ def test_go_export_fails_as_stated(unpatched, scenario):
 
 @pytest.fixture(scope="module")
 def patched(tmp_path_factory):
-    why = _go_missing()
-    if why:
-        pytest.skip(why)
-    base = tmp_path_factory.mktemp("go-patched")
-    mod = _writable_copy(_module_dir("github.com/containerd/containerd/v2", CONTAINERD),
-                         base / "containerd")
+    base, mod = _containerd_copy(tmp_path_factory, "go-patched")
     cont = _writable_copy(_module_dir("github.com/containerd/continuity", CONTINUITY),
                           base / "continuity")
     applied = set()
