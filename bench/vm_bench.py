@@ -12,6 +12,14 @@ Measures, per kernel:
   first op         the first `run` after ready (cold python subprocess start)
   boots            with --boots N: N consecutive boots; hangs (timeout), other failures
 Prints a table and the machine's load average (TCG timings scale with free CPU).
+
+    python3 bench/vm_bench.py --suite                       # every scenario, VM (6.12) and host
+    python3 bench/vm_bench.py --suite scenarios/whiteout --kernel 6.1
+
+--suite runs scenario files through the VM backend and (as root) the host backend, one after
+the other in this process, and prints the wall time of each, their ratio, the seconds per phase
+summed over the scenarios (harness/phases.py; docs/vm.md names them) and every scenario whose
+status differs between the two.
 """
 from __future__ import annotations
 
@@ -78,6 +86,52 @@ def op_overhead(kernel: str, args) -> dict:
                 "accel": vm.accel}
 
 
+def run_suite(backend, files) -> tuple[float, dict, dict]:
+    """(wall seconds, {scenario: status}, {phase: seconds summed}) of the files on `backend`."""
+    t0 = time.monotonic()
+    statuses, phases = {}, {}
+    try:
+        for f in files:
+            d = backend.run_file(str(f))
+            statuses[d["scenario"]] = d["status"]
+            for k, v in (d.get("phases") or {}).items():
+                phases[k] = phases.get(k, 0.0) + v
+    finally:
+        backend.close()
+    return time.monotonic() - t0, statuses, phases
+
+
+def suite(args) -> int:
+    from harness import cli, runner
+    from harness.backends.host import HostBackend
+    files = cli._scenario_files(args.suite)
+    kernel = vmb.kernel_names(args.kernel if args.kernel != "all" else "6.12")[0]
+    print(f"# {len(files)} scenario files, kernel {kernel}, load {os.getloadavg()[0]:.2f}")
+    runs = {"vm": run_suite(vmb.VMBackend(kernel, runner.RunOptions()), files)}
+    if os.geteuid() == 0:
+        runs["host"] = run_suite(HostBackend(runner.RunOptions()), files)
+    names = sorted({k for _, _, ph in runs.values() for k in ph})
+    print(f"\n{'phase (s, summed)':24}" + "".join(f"{b:>10}" for b in runs))
+    for k in names:
+        print(f"{k:24}" + "".join(f"{runs[b][2].get(k, 0.0):>10.2f}" for b in runs))
+    print(f"{'wall':24}" + "".join(f"{runs[b][0]:>10.2f}" for b in runs))
+    for b, (_, st, _) in runs.items():
+        counts = {}
+        for v in st.values():
+            counts[v] = counts.get(v, 0) + 1
+        print(f"{b}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    differ = 0
+    if "host" in runs:
+        print(f"VM/host wall-time ratio: {runs['vm'][0] / runs['host'][0]:.2f}")
+        vm_st, host_st = runs["vm"][1], runs["host"][1]
+        for name in sorted(set(vm_st) | set(host_st)):
+            if vm_st.get(name) != host_st.get(name):
+                differ += 1
+                print(f"  differs: {name}: vm {vm_st.get(name)}, host {host_st.get(name)}")
+    print(f"# load average at the end: {os.getloadavg()[0]:.2f}")
+    return 1 if differ else 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--kernel", default="all", help="6.1, 6.12 or all")
@@ -88,7 +142,11 @@ def main() -> int:
     ap.add_argument("--accel", default=None, help="auto (default), tcg or kvm")
     ap.add_argument("--scratch", default="ext4", choices=("ext4", "tmpfs"))
     ap.add_argument("--python", default=None, help="python the guest runs (default: this one)")
+    ap.add_argument("--suite", nargs="*", default=None, metavar="PATH",
+                    help="time scenario files (default: all) in the VM and on the host")
     args = ap.parse_args()
+    if args.suite is not None:
+        return suite(args)
 
     print(f"# host: {os.uname().release}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; "
           f"qemu {vmb._qemu_version(vmb.qemu_binary() or 'qemu-system-x86_64')}; "

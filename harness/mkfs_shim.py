@@ -3,7 +3,8 @@
 Installed by ``install()`` as an executable named ``mkfs.erofs`` in a directory put first on the
 oracle's PATH. Each run appends one JSON line to ``$LAYERCONF_MKFS_LOG``:
 
-    {"argv": [...argv[1:]...], "fed": N, "eof": true|false, "returncode": R}
+    {"argv": [...argv[1:]...], "fed": N, "eof": true|false, "returncode": R, "seconds": S,
+     "end": wall time}
 
 ``fed`` is how many stdin bytes the real mkfs took; ``eof`` says whether containerd's stream
 ended before mkfs stopped reading. The shim reads only as fast as mkfs does and stops when mkfs
@@ -19,6 +20,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 
 REAL_ENV, LOG_ENV = "LAYERCONF_MKFS_REAL", "LAYERCONF_MKFS_LOG"
 CHUNK = 32 << 10
@@ -62,6 +64,7 @@ def main(argv: list[str]) -> int:
     real, log = os.environ[REAL_ENV], os.environ.get(LOG_ENV)
     env = {k: v for k, v in os.environ.items() if k not in (REAL_ENV, LOG_ENV)}
     # argv[0] as containerd gives it (exec.Command("mkfs.erofs")): mkfs quotes it in its errors.
+    started = time.monotonic()
     proc = subprocess.Popen(["mkfs.erofs", *argv], executable=real, stdin=subprocess.PIPE,
                             env=env, preexec_fn=_die_with_parent)
     fed, eof = 0, False
@@ -86,7 +89,9 @@ def main(argv: list[str]) -> int:
             pass
     rc = proc.wait()
     if log:
-        line = json.dumps({"argv": argv, "fed": fed, "eof": eof, "returncode": rc}) + "\n"
+        line = json.dumps({"argv": argv, "fed": fed, "eof": eof, "returncode": rc,
+                           "seconds": round(time.monotonic() - started, 4),
+                           "end": time.time()}) + "\n"
         fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, line.encode())

@@ -15,6 +15,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from . import phases
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_VERSION_FILE = REPO / "oracle" / "versions.txt"
 
@@ -285,7 +287,8 @@ class Oracle:
             self.proc.stdin.flush()
         except OSError as e:
             raise OracleError(f"the Go oracle stopped reading requests ({e}); see {self.log_path}") from None
-        resp = self._reply(self._next_id, timeout or self.timeout, op)
+        with phases.phase("oracle." + op):
+            resp = self._reply(self._next_id, timeout or self.timeout, op)
         if not resp.get("ok"):
             raise ContainerdError(resp.get("error", "(no error text)"))
         return resp

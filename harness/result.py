@@ -58,6 +58,7 @@ class ScenarioResult:
     artifacts: str | None = None       # folder with inputs/outputs/explanations when kept
     files: dict = field(default_factory=dict)   # extra artifacts: name -> bytes or text (logs,
                                                 # images, tree listings); written when kept
+    phases: dict = field(default_factory=dict)  # seconds per phase (harness/phases.py)
 
     @staticmethod
     def worst(statuses) -> Status:

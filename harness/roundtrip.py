@@ -13,7 +13,7 @@ import os
 import subprocess
 import uuid
 
-from . import state
+from . import phases, state
 from .oracle import ContainerdError, OracleError
 from .reference import profiles
 from .result import Check, Status
@@ -177,7 +177,8 @@ def _run_mount(argv, timeout: float = MOUNT_TIMEOUT):
 @contextlib.contextmanager
 def _mounted(argv, target: str, timeout: float = MOUNT_TIMEOUT):
     os.makedirs(target, exist_ok=True)
-    _run_mount(argv + [target], timeout)
+    with phases.phase("mount"):
+        _run_mount(argv + [target], timeout)
     try:
         yield target
     finally:

@@ -14,7 +14,7 @@ import time
 import traceback
 from dataclasses import dataclass
 
-from . import capabilities, erofs_utils, mkfs_shim, roundtrip, spool, srctree, state
+from . import capabilities, erofs_utils, mkfs_shim, phases, roundtrip, spool, srctree, state
 from .applycheck import apply_checks, cross_decode
 from .oracle import ContainerdError, Oracle, OracleError, ensure_built, resolve
 from .reference import compare as ref_compare
@@ -130,6 +130,15 @@ class Session:
                         f"{t['base_from']})")
         return self._oracles[key]
 
+    def mkfs_seconds(self, since: float) -> dict:
+        """{"mkfs": seconds} of the mkfs.erofs runs containerd made since wall time `since`
+        (from the recording shim's log), or {} when there were none."""
+        total = 0.0
+        for oracle in self._oracles.values():
+            records, _ = mkfs_shim.read_log(getattr(oracle, "env", {}).get(mkfs_shim.LOG_ENV))
+            total += sum(r.get("seconds", 0.0) for r in records if r.get("end", 0.0) >= since)
+        return {"mkfs": round(total, 4)} if total else {}
+
     def close(self):
         for oracle in self._oracles.values():
             oracle.close()
@@ -160,6 +169,15 @@ def mkfs_recording(base: str, root: str) -> dict:
 # -- one scenario ---------------------------------------------------------------------------
 
 def run_scenario(scenario: Scenario, session: Session) -> ScenarioResult:
+    since = time.time()
+    with phases.recording() as times:
+        result = _run_scenario(scenario, session)
+    times.update(session.mkfs_seconds(since))
+    result.phases = times
+    return result
+
+
+def _run_scenario(scenario: Scenario, session: Session) -> ScenarioResult:
     start = time.monotonic()
     result = ScenarioResult(scenario=scenario.name, path=scenario.path, status=Status.PASS)
     missing = capabilities.missing(scenario.requires)
@@ -170,7 +188,8 @@ def run_scenario(scenario: Scenario, session: Session) -> ScenarioResult:
     session.set_timeout(scenario.timeout or session.options.timeout)
     stage = ["starting the Go oracle"]        # what was running when an engine error came
     try:
-        oracle = session.oracle()
+        with phases.phase("oracle_start"):
+            oracle = session.oracle()
         result.environment = dict(session.environment)
         if scenario.compares:
             stage[0] = "building the scenario's state"
@@ -178,24 +197,31 @@ def run_scenario(scenario: Scenario, session: Session) -> ScenarioResult:
                 for line, log in st.logs:          # what each `run` op printed
                     result.files[f"run-line{line}.log"] = log
                 stage[0] = "capturing the merged upper"
-                before = roundtrip.capture_upper(oracle, st) if session.options.round_trip else None
+                with phases.phase("round_trip"):
+                    before = (roundtrip.capture_upper(oracle, st) if session.options.round_trip
+                              else None)
                 stage[0] = "running Compare"
                 _compare_all(scenario, session, oracle, st, result)
                 if before is not None:
                     stage[0] = "running the round trip"
-                    result.checks.append(_round_trip(scenario, session, oracle, st, result, before))
+                    with phases.phase("round_trip"):
+                        result.checks.append(_round_trip(scenario, session, oracle, st, result,
+                                                         before))
                 stage[0] = "cross-decoding the reference's blobs"
-                result.checks += cross_decode(session, result.outcomes)
+                with phases.phase("cross_decode"):
+                    result.checks += cross_decode(session, result.outcomes)
                 for case in scenario.apply_cases:
                     if case.from_compare:
                         stage[0] = f"applying the case at line {case.line}"
-                        result.checks += apply_checks(case, session, st, list(result.outcomes),
-                                                      record=result.outcomes, files=result.files)
+                        with phases.phase("apply"):
+                            result.checks += apply_checks(case, session, st, list(result.outcomes),
+                                                          record=result.outcomes, files=result.files)
         for case in scenario.apply_cases:
             if not case.from_compare:
                 stage[0] = f"applying the case at line {case.line}"
-                result.checks += apply_checks(case, session, record=result.outcomes,
-                                              files=result.files)
+                with phases.phase("apply"):
+                    result.checks += apply_checks(case, session, record=result.outcomes,
+                                                  files=result.files)
     except (OracleError, state.StateError, capabilities.CapabilityError) as e:
         result.status, result.message = Status.ERROR, f"{scenario.path}: while {stage[0]}: {e}"
     except ContainerdError as e:
@@ -297,6 +323,11 @@ def _round_trip(scenario, session, oracle, st, result, before) -> Check:
 
 
 def go_compare(oracle, differ, st, media_type, epoch) -> Outcome:
+    with phases.phase("go_compare"):
+        return _go_compare(oracle, differ, st, media_type, epoch)
+
+
+def _go_compare(oracle, differ, st, media_type, epoch) -> Outcome:
     out = Outcome(producer=f"go-{differ}", media_type=media_type)
     try:
         resp = oracle.compare(differ, st.lower_key, st.upper_key, media_type, epoch)
@@ -319,9 +350,10 @@ def reference_compare(st, media_type, profile, epoch, fs=None) -> Outcome:
     the filesystem (the real one by default, a RecordedFS in golden mode)."""
     out = Outcome(producer=f"ref@{profile.name}", media_type=media_type)
     try:
-        r = ref_compare.compare(st.lower_root, st.upper_dir, media_type=media_type,
-                                profile=profile, source_date_epoch=epoch,
-                                lower_mounts=st.lower_mounts, fs=fs)
+        with phases.phase("ref_compare"):
+            r = ref_compare.compare(st.lower_root, st.upper_dir, media_type=media_type,
+                                    profile=profile, source_date_epoch=epoch,
+                                    lower_mounts=st.lower_mounts, fs=fs)
     except ref_compare.CompareError as e:
         out.error = str(e)
         return out
@@ -425,4 +457,4 @@ def result_from_dict(d: dict) -> ScenarioResult:
     return ScenarioResult(scenario=d["scenario"], path=d["path"], status=Status(d["status"]),
                           checks=checks, outcomes=outcomes, message=d.get("message", ""),
                           duration=d.get("duration", 0.0), environment=d.get("environment", {}),
-                          artifacts=d.get("artifacts"))
+                          artifacts=d.get("artifacts"), phases=d.get("phases") or {})

@@ -12,10 +12,11 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 
-from . import fsops
+from . import fsops, phases
 from .oracle import ContainerdError, Oracle
 from .reference.apply import detect_compression
 from .scenario.model import OCI_TAR, LayerSource, Scenario
@@ -90,6 +91,7 @@ def build(scenario: Scenario, oracle: Oracle, base: str):
     sid = uuid.uuid4().hex[:8]
     workdir = tempfile.mkdtemp(prefix=f"state-{sid}-", dir=base)
     keys: list[str] = []
+    started = time.monotonic()
     try:
         parent = ""
         for i, layer in enumerate(scenario.lowers):
@@ -132,6 +134,7 @@ def build(scenario: Scenario, oracle: Oracle, base: str):
         keys.append(lower_key)
         lower_root = os.path.join(workdir, "lower")
         with mounted(oracle, lower_key, lower_root):
+            phases.add("state", time.monotonic() - started)   # building only, not its use
             yield State(lower_key=lower_key, upper_key=upper_key, lower_root=lower_root,
                         upper_dir=upper_dir, workdir=workdir, lower_mounts=lower_mounts,
                         lower_layers=tuple(f"{sid}-l{i}" for i in range(len(scenario.lowers))),

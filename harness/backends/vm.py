@@ -906,12 +906,21 @@ class VMBackend:
         guest_opts["build"] = False         # the oracle is built on the host (bootstrap), not in TCG
         path = str(Path(path).resolve())
         vm = None
+        times = {}
         try:
+            t = time.monotonic()
             vm = self.vm(opts)
+            times["vm_start"] = time.monotonic() - t
             if self.drop_caches:
+                t = time.monotonic()
                 vm.call("drop_caches", timeout=60)
+                times["vm_drop_caches"] = time.monotonic() - t
+            t = time.monotonic()
             result = vm.call("scenario", timeout=self.scenario_timeout, path=path, options=guest_opts)
+            times["vm_call"] = time.monotonic() - t
+            t = time.monotonic()
             caps = self.kernel_probe(vm)
+            times["vm_probe"] = time.monotonic() - t
         except VMError as e:
             if not isinstance(e, GuestOpError):
                 self._vm = None
@@ -926,6 +935,11 @@ class VMBackend:
                 env = result["environment"] = {}
             env["backend"] = "vm"
             env["vm"] = dict(vm.info(), capabilities=caps)
+            # the guest's own phases plus what the VM cost around them (vm_transfer: the
+            # scenario op beyond the scenario's run: loading its file, JSON both ways)
+            times["vm_transfer"] = times["vm_call"] - float(result.get("duration") or 0.0)
+            result["phases"] = dict(result.get("phases") or {},
+                                    **{k: round(v, 4) for k, v in times.items()})
             if result.get("status") == "error":
                 _keep_console(result, vm.console_log, opts.get("keep"))
         return result
