@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import lzma
+import os
 import stat
 import struct
 import subprocess
+import sys
 
 import pytest
 
@@ -156,12 +158,54 @@ def test_qemu_command_line(tmp_path, monkeypatch):
                  f"name={vmb.PORT_NAME}", "virtio-blk-device,drive=scratch"):
         assert part in joined, part
     append = cmd[cmd.index("-append") + 1]
-    for part in ("console=ttyS0", "quiet", "panic=-1", "cryptomgr.notests", "mitigations=off",
-                 "layerconf.agent=", "layerconf.scratch=ext4", f"layerconf.rw=rw0:{tmp_path}"):
+    for part in ("console=ttyS0", "quiet", "panic=-1", "cryptomgr.notests", "mitigations=off"):
         assert part in append, part
     if vmb._host_khz():
         assert f"tsc_early_khz={vmb._host_khz()}" in append
     assert len(append) < 2048  # the x86 kernel command line limit
+    # what varies per guest is in the setup line, never in the saved machine
+    assert str(tmp_path / "vmlinux") in joined and "layerconf." not in append
+    setup = vm.setup_line("ext4")
+    assert setup.startswith("setup ") and setup.endswith("\n") and setup.count("\n") == 1
+    for part in (" agent=", " scratch=ext4", f" rw=rw0:{tmp_path}", f" python={vm.python}",
+                 " time=", " seed="):
+        assert part in setup, part
+
+
+def test_saved_state_key_covers_the_machine_but_not_per_guest_paths(tmp_path, monkeypatch):
+    """A stale state is never used: anything that shapes the saved guest changes the key;
+    where a guest's sockets, logs, disks and rw folders live does not."""
+    (tmp_path / "vmlinux").write_bytes(b"kernel")
+
+    def machine(**kw):
+        vm = vmb.VM("6.1", accel="tcg", **kw)
+        vm.qemu = sys.executable           # any file: the key reads its size and mtime
+        vm.accel = "tcg"
+        vm.art = fk.KernelArtifacts("6.1", tmp_path, tmp_path / "vmlinux", tmp_path / "modules",
+                                    {"release": "6.1.0-56-amd64"})
+        vm.initrd = tmp_path / "initramfs-0123.cpio"
+        return vm
+
+    monkeypatch.setattr(vmb, "_qemu_version", lambda q: "QEMU emulator version 7.2.22")
+    (tmp_path / "initramfs-0123.cpio").write_bytes(b"cpio")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    base = machine(rw_dirs=[str(tmp_path / "a")]).state_key()
+    assert machine(rw_dirs=[str(tmp_path / "b")]).state_key() == base
+    assert machine().state_key() != base                          # one 9p device fewer
+    assert machine(rw_dirs=[str(tmp_path / "a")], memory="2G").state_key() != base
+    assert machine(rw_dirs=[str(tmp_path / "a")], append="x=1").state_key() != base
+    vm = machine(rw_dirs=[str(tmp_path / "a")])
+    vm.initrd = tmp_path / "initramfs-4567.cpio"                  # another init.sh or module
+    vm.initrd.write_bytes(b"cpio")
+    assert vm.state_key() != base
+    st = os.stat(tmp_path / "vmlinux")
+    os.utime(tmp_path / "vmlinux", ns=(1, 1))                      # a re-extracted kernel
+    assert machine(rw_dirs=[str(tmp_path / "a")]).state_key() != base
+    os.utime(tmp_path / "vmlinux", ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert machine(rw_dirs=[str(tmp_path / "a")]).state_key() == base
+    monkeypatch.setattr(vmb, "_qemu_version", lambda q: "QEMU emulator version 8.2.2")
+    assert machine(rw_dirs=[str(tmp_path / "a")]).state_key() != base
 
 
 def test_setup_error_is_one_paragraph(monkeypatch):

@@ -1,6 +1,7 @@
 """layerconf guest agent: JSON lines over a virtio-serial port. Stdlib only.
 
-Started by vm/init.sh as `chroot /newroot <host python> -S <repo>/vm/agent.py`. It finds the
+Started by vm/init.sh as `chroot /newroot <host python> -S <repo>/vm/agent.py`, after the host's
+setup line (its values reach the agent as LAYERCONF_* environment variables). It finds the
 port named `layerconf.agent` through /sys/class/virtio-ports/*/name, announces itself with
 {"event": "ready", ...} and then serves one request per line, in order:
 
@@ -18,12 +19,15 @@ Ops:
   capabilities                  -> harness.runner.probe_capabilities()
   probe    (kernel probes of vm/probe.py)
   drop_caches                   -> drop the guest page/dentry caches (host files edited since)
-  modprobe name                 -> load an extra module (e.g. ext4) from the kernel cache
+  modprobe name                 -> load an extra module (e.g. ext4) from the kernel cache (init
+                                   loads kernels.toml's extra_modules already: then a no-op)
   shutdown                      -> replies, then the agent exits and init powers off
 
 Lines are whole JSON documents (json.dumps escapes every newline), so any output size is
 framed safely. The python is started with -S (site .pth hooks are slow under TCG); the host's
-site-packages folders come from layerconf.pythonpath= on the kernel command line.
+site-packages folders come from $LAYERCONF_PYTHONPATH. A guest restored from a saved state
+shares its random pool with every other guest restored from it: the agent mixes the host's
+$LAYERCONF_SEED into the pool and reseeds before anything draws from it.
 """
 from __future__ import annotations
 
@@ -41,21 +45,10 @@ REPO = os.path.dirname(VM_DIR)
 MAX_OUTPUT = 256 << 20
 
 
-def cmdline_arg(key: str, default: str = "") -> str:
-    try:
-        with open("/proc/cmdline") as f:
-            for tok in f.read().split():
-                if tok.startswith(key + "="):
-                    return tok[len(key) + 1:]
-    except OSError:
-        pass
-    return default
-
-
 def setup_path() -> None:
     """Repo first, then the host python's site dirs (without running their .pth hooks)."""
     extra = [REPO, VM_DIR]
-    for d in filter(None, cmdline_arg("layerconf.pythonpath").split(":")):
+    for d in filter(None, os.environ.get("LAYERCONF_PYTHONPATH", "").split(":")):
         extra.append(d)
         try:  # plain-path lines of .pth files (editable installs); skip `import` lines
             for pth in sorted(n for n in os.listdir(d) if n.endswith(".pth")):
@@ -147,13 +140,13 @@ def op_drop_caches():
 
 def op_modprobe(name):
     """Load an extra module (kernels.toml extra_modules) and its dependencies from the host's
-    kernel cache (layerconf.modules= on the command line, read through 9p)."""
-    moddir = cmdline_arg("layerconf.modules")
-    if not moddir:
-        raise RuntimeError("no layerconf.modules= on the kernel command line")
+    kernel cache ($LAYERCONF_MODULES, read through 9p)."""
     name = name.replace("-", "_")
     if os.path.isdir(f"/sys/module/{name}"):
         return {"loaded": [], "already": True}
+    moddir = os.environ.get("LAYERCONF_MODULES")
+    if not moddir:
+        raise RuntimeError("no modules= in the host's setup line")
     with open(os.path.join(moddir, "extra")) as f:
         extra = f.read().split()
     if name not in extra:
@@ -217,7 +210,24 @@ class Channel:
                     yield line
 
 
+def reseed() -> None:
+    """Mix the host's seed into the kernel's random pool and reseed the CRNG now, so guests
+    restored from one saved state draw different random numbers (temp names, uuids)."""
+    seed = os.environ.get("LAYERCONF_SEED", "")
+    if not seed:
+        return
+    import fcntl
+    try:
+        with open("/dev/urandom", "wb") as f:
+            f.write(bytes.fromhex(seed))
+            f.flush()
+            fcntl.ioctl(f.fileno(), 0x5207)   # RNDRESEEDCRNG
+    except (OSError, ValueError) as e:
+        print(f"layerconf agent: reseeding the random pool failed: {e}", file=sys.stderr)
+
+
 def main() -> int:
+    reseed()
     setup_path()
     os.environ.setdefault("TMPDIR", "/run/layerconf/tmp")
     try:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Build the guest initramfs: static busybox + the kernel's modules + vm/init.sh as /init.
+"""Build the guest initramfs: static busybox + the kernel's modules (boot and extra) + vm/init.sh.
 
     python3 vm/initramfs.py [6.1|6.12|all]      # normally done by fetch_kernel.py / the VM
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 VM_DIR = Path(__file__).resolve().parent
 INIT = VM_DIR / "init.sh"
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3
 
 
 class InitramfsError(RuntimeError):
@@ -86,17 +86,20 @@ def busybox_applets(busybox: Path) -> list[str]:
     return sorted(set(p.stdout.split()) - {"busybox"})
 
 
-def _digest(busybox: Path, modules_dir: Path, order: list[str]) -> str:
+def _digest(busybox: Path, modules_dir: Path, order: list[str], extra: list[str]) -> str:
     h = hashlib.sha256(f"v{BUILDER_VERSION}\n".encode())
     h.update(INIT.read_bytes())
     h.update(hashlib.sha256(busybox.read_bytes()).digest())
-    for m in order:
-        h.update(m.encode() + b"\0")
-        h.update(hashlib.sha256((modules_dir / f"{m}.ko").read_bytes()).digest())
+    for group in (order, extra):
+        h.update(b"modules\0")
+        for m in group:
+            h.update(m.encode() + b"\0")
+            h.update(hashlib.sha256((modules_dir / f"{m}.ko").read_bytes()).digest())
     return h.hexdigest()[:16]
 
 
-def build(out_path: Path, modules_dir: Path, order: list[str], busybox: Path) -> None:
+def build(out_path: Path, modules_dir: Path, order: list[str], extra: list[str],
+          busybox: Path) -> None:
     buf = io.BytesIO()
     w = CpioWriter(buf)
     for d in ("bin", "sbin", "dev", "proc", "sys", "tmp", "run", "etc", "root", "mnt",
@@ -107,9 +110,10 @@ def build(out_path: Path, modules_dir: Path, order: list[str], busybox: Path) ->
     w.file("bin/busybox", busybox.read_bytes(), 0o755)
     for a in busybox_applets(busybox):
         w.symlink(f"bin/{a}", "busybox")
-    for m in order:
+    for m in order + extra:
         w.file(f"lib/modules/{m}.ko", (modules_dir / f"{m}.ko").read_bytes())
     w.file("lib/modules/order", "".join(m + "\n" for m in order).encode())
+    w.file("lib/modules/extra", "".join(m + "\n" for m in extra).encode())
     w.file("init", INIT.read_bytes(), 0o755)
     w.trailer()
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,14 +131,17 @@ def user_dir() -> Path:
 def ensure_initramfs(art) -> Path:
     """The initramfs for KernelArtifacts `art` (fetch_kernel.py), built if missing or stale."""
     busybox = find_busybox()
-    order = [line for line in (art.modules_dir / "order").read_text().split() if line]
-    digest = _digest(busybox, art.modules_dir, order)
+    order = (art.modules_dir / "order").read_text().split()
+    # kernels.toml's extra_modules (ext4) too: init loads them before the state is saved
+    extra_file = art.modules_dir / "extra"
+    extra = extra_file.read_text().split() if extra_file.is_file() else []
+    digest = _digest(busybox, art.modules_dir, order, extra)
     name = f"initramfs-{digest}.cpio"
     for d in (art.dir, user_dir() / art.name):
         if (d / name).is_file():
             return d / name
     target = art.dir if os.access(art.dir, os.W_OK) else user_dir() / art.name
-    build(target / name, art.modules_dir, order, busybox)
+    build(target / name, art.modules_dir, order, extra, busybox)
     for old in target.glob("initramfs-*.cpio"):  # keep only the current one
         if old.name != name:
             try:

@@ -24,13 +24,16 @@ LAYERCONF_QEMU (the qemu-system-x86_64 binary).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import dataclasses
+import hashlib
 import importlib.util
 import itertools
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -44,6 +47,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 VM_DIR = REPO / "vm"
 PORT_NAME = "layerconf.agent"
+STATE_FORMAT = 1          # bump when the meaning of a saved state changes
 PANIC_RE = re.compile(r"Kernel panic - not syncing[^\n]*|LAYERCONF-INIT-FAIL[^\n]*|"
                       r"LAYERCONF-AGENT-EXIT[^\n]*")
 
@@ -130,6 +134,21 @@ def _host_khz() -> int | None:
     return None
 
 
+def _host_cpu() -> str:
+    """The host CPU's model and flags (a saved state needs the same CPU features)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [ln for ln in f.read().split("\n\n")[0].splitlines()
+                     if ln.startswith(("model name", "flags"))]
+    except OSError:
+        return "?"
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+
+
+def _mke2fs() -> str | None:
+    return shutil.which("mke2fs") or shutil.which("mke2fs", path="/usr/sbin:/sbin")
+
+
 def _qarg(path) -> str:
     """A path inside a qemu option value (commas are doubled)."""
     return str(path).replace(",", ",,")
@@ -158,6 +177,18 @@ def _log_dir() -> Path:
     if env:
         return _writable_dir(Path(env), "logs")
     return _writable_dir(fetch_kernel().cache_root() / "logs", "logs")
+
+
+def _prune_states(d: Path, keep: int = 6) -> None:
+    """Keep the newest saved states of a kernel (one per machine layout in use)."""
+    try:
+        files = sorted(d.glob("*.vmstate"), key=lambda p: p.stat().st_mtime)
+        for p in files[:-keep]:
+            p.unlink()
+            with contextlib.suppress(OSError):
+                p.with_suffix(".lock").unlink()
+    except OSError:
+        pass
 
 
 def _prune_logs(d: Path, keep: int = 200) -> None:
@@ -325,6 +356,53 @@ def _kvm_probe(art, initrd: Path, qemu: str, timeout: float) -> bool:
     return ok
 
 
+# ---------------------------------------------------------------- QMP (saving a guest)
+
+class _Qmp:
+    """A minimal QMP client: one command at a time, events skipped. OSError on any failure."""
+
+    def __init__(self, path: str, deadline: float):
+        self.path, self.deadline = path, deadline
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.file = None
+
+    def __enter__(self):
+        while True:
+            try:
+                self.sock.connect(self.path)
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                if time.monotonic() > self.deadline:
+                    raise OSError("qemu's QMP socket did not open") from None
+                time.sleep(0.01)
+        self.sock.settimeout(max(0.1, self.deadline - time.monotonic()))
+        self.file = self.sock.makefile("rwb")
+        self._read()                               # the greeting
+        self.execute("qmp_capabilities")
+        return self
+
+    def __exit__(self, *exc):
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def _read(self) -> dict:
+        while True:
+            line = self.file.readline()
+            if not line:
+                raise OSError("qemu closed its QMP socket")
+            msg = json.loads(line)
+            if "event" not in msg:
+                return msg
+
+    def execute(self, command: str, **arguments):
+        self.file.write(json.dumps({"execute": command, "arguments": arguments}).encode() + b"\n")
+        self.file.flush()
+        msg = self._read()
+        if "error" in msg:
+            raise OSError(f"QMP {command}: {msg['error'].get('desc', msg['error'])}")
+        return msg.get("return", {})
+
+
 # ---------------------------------------------------------------- the VM
 
 class _Lost(Exception):
@@ -350,7 +428,8 @@ class VM:
                  smp: int = 1, boot_timeout: float = 60.0, retries: int = 1,
                  python: str | None = None, rw_dirs=(), append: str = "",
                  scratch: str = "ext4", scratch_size: str = "8G",
-                 log_dir: str | os.PathLike | None = None, fetch: bool = True):
+                 log_dir: str | os.PathLike | None = None, fetch: bool = True,
+                 saved_state: bool | None = None):
         self.kernel = kernel_names(kernel)[0] if kernel in (None, "", "default") else kernel
         self.accel_wanted = (accel or os.environ.get("LAYERCONF_VM_ACCEL") or "auto").lower()
         self.memory, self.smp = memory, smp
@@ -362,6 +441,11 @@ class VM:
         if scratch not in ("ext4", "tmpfs"):
             raise ValueError(f"scratch must be ext4 or tmpfs, not {scratch!r}")
         self.fetch = fetch
+        if saved_state is None:
+            saved_state = os.environ.get("LAYERCONF_VM_SAVED_STATE", "1") != "0"
+        self.use_saved_state = saved_state
+        self.started_by: str | None = None       # "restore" (a saved state) or "boot"
+        self.boot_stages: dict = {}
         self._log_dir = Path(log_dir) if log_dir else None
         self.proc: subprocess.Popen | None = None
         self.sock: socket.socket | None = None
@@ -427,7 +511,7 @@ class VM:
                   *_python_site_dirs(self.python)]:
             if re.search(r"[\s,:\"']", p):
                 raise VMError(f"cannot start a VM: the path {p!r} has a space, comma, colon or quote, "
-                              "which the kernel command line cannot carry.", kind="setup")
+                              "which the guest's setup line cannot carry.", kind="setup")
         if not os.access(self.python, os.X_OK):
             raise VMError(f"cannot start a VM: the guest python {self.python} is not executable by "
                           "this user (set LAYERCONF_VM_PYTHON=/usr/bin/python3).", kind="setup")
@@ -439,24 +523,17 @@ class VM:
             raise VMError(f"unknown accelerator {self.accel_wanted!r} (auto, tcg or kvm)", kind="setup")
 
     def command(self, sock_path: str, console: Path, scratch_img: str | None = None) -> list[str]:
+        """qemu's argv. It names the machine only: what varies from guest to guest (the python,
+        rw folders, the clock) goes in the setup line, so one saved state serves every guest."""
         khz = _host_khz()
-        site = _python_site_dirs(self.python)
         append = ["console=ttyS0", "quiet", "panic=-1", "cryptomgr.notests", "mitigations=off"]
         if khz and self.accel == "tcg":
             append.append(f"tsc_early_khz={khz}")
-        append += [f"layerconf.python={self.python}", f"layerconf.agent={VM_DIR / 'agent.py'}",
-                   f"layerconf.modules={self.art.modules_dir}"]
-        if site:
-            append.append("layerconf.pythonpath=" + ":".join(site))
-        if self.rw_dirs:
-            append.append("layerconf.rw=" + ",".join(f"rw{i}:{d}" for i, d in enumerate(self.rw_dirs)))
-        if scratch_img:
-            append.append("layerconf.scratch=ext4")
         if self.append:
             append.append(self.append)
         if len(" ".join(append)) >= 2048:
             raise VMError("cannot start a VM: the kernel command line would exceed 2048 bytes "
-                          f"({' '.join(append)[:200]}...); shorten the paths.", kind="setup")
+                          f"({' '.join(append)[:200]}...); shorten `append`.", kind="setup")
         cmd = [self.qemu, "-M", "microvm", "-accel", self.accel,
                "-cpu", "host" if self.accel == "kvm" else "max",
                "-smp", str(self.smp), "-m", self.memory,
@@ -477,39 +554,155 @@ class VM:
                     "-device", f"virtio-9p-device,fsdev=rwfs{i},mount_tag=rw{i}"]
         return cmd
 
+    def setup_line(self, scratch: str) -> str:
+        """What init reads on the agent port before it mounts the host (vm/init.sh)."""
+        site = _python_site_dirs(self.python)
+        fields = {"python": self.python, "agent": str(VM_DIR / "agent.py"),
+                  "pythonpath": ":".join(site), "modules": str(self.art.modules_dir),
+                  "rw": ",".join(f"rw{i}:{d}" for i, d in enumerate(self.rw_dirs)),
+                  "scratch": scratch, "time": str(int(time.time())),
+                  "seed": os.urandom(32).hex()}
+        return "setup " + " ".join(f"{k}={v}" for k, v in fields.items() if v) + "\n"
+
     def start(self) -> "VM":
+        """Start the guest: restore the saved ready state of this machine (saving it first when
+        there is none yet), or boot it. A state that fails to restore is deleted and the next
+        attempt boots."""
         with self._lock:
             if self.alive:
                 return self
             self._prepare()
+            state = self._saved_state() if self.use_saved_state else None
             errors = []
             for attempt in range(1 + max(0, self.retries)):
                 try:
-                    self._boot(attempt)
+                    self._boot(attempt, restore=state)
                     return self
                 except VMError as e:
                     self.kill()
                     errors.append(e)
                     if e.kind == "setup":
                         raise
+                    if state is not None:
+                        with contextlib.suppress(OSError):
+                            state.unlink()
+                        state = None
             first = errors[0]
             msg = str(errors[-1])
             if len(errors) > 1:
                 msg += f" (the first attempt failed too: {first}; console log {first.console_log})"
             raise VMError(msg, kind=errors[-1].kind, console_log=errors[-1].console_log)
 
-    def _boot(self, attempt: int) -> None:
+    # -- saved states
+
+    def state_key(self) -> str:
+        """Everything that shapes the guest up to the point where its state is saved (init
+        waiting for its setup line): qemu and its machine arguments, the kernel, the initramfs
+        (its name is its content hash: init.sh, busybox, modules), the agent, the scratch disk's
+        size, the host CPU. Per-guest paths (sockets, logs, disk images, rw folders) do not
+        matter to a restored guest and are left out."""
+        argv = self.command("AGENT-SOCKET", Path("CONSOLE"),
+                            "SCRATCH" if self._scratch_kind() == "ext4" else None)
+        for i, d in enumerate(self.rw_dirs):
+            argv = [a.replace(_qarg(d), f"RW{i}") for a in argv]
+        qemu = os.stat(self.qemu)
+        vmlinux = os.stat(self.art.vmlinux)
+        parts = {"format": STATE_FORMAT, "argv": argv[1:], "qemu": _qemu_version(self.qemu),
+                 "qemu_binary": [self.qemu, qemu.st_size, qemu.st_mtime_ns],
+                 "kernel": self.art.info, "vmlinux": [vmlinux.st_size, vmlinux.st_mtime_ns],
+                 "initrd": [self.initrd.name, self.initrd.stat().st_size],
+                 "agent": hashlib.sha256((VM_DIR / "agent.py").read_bytes()).hexdigest(),
+                 "scratch_size": self.scratch_size, "cpu": _host_cpu()}
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+    def _saved_state(self) -> Path | None:
+        """The saved state for this machine, saved now if missing; None when it cannot be (the
+        guest then boots). Another process saving the same key meanwhile: boot this once."""
+        d = _writable_dir(fetch_kernel().cache_root() / "states" / self.kernel,
+                          f"states-{self.kernel}")
+        path = d / f"{self.state_key()}.vmstate"
+        if path.is_file():
+            return path
+        import fcntl
+        with open(path.with_suffix(".lock"), "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return None
+            if not path.is_file():
+                try:
+                    self._boot(0, save_to=path)
+                except VMError:
+                    return None       # the console log says why; booting will say it again
+                finally:
+                    self.kill()
+                _prune_states(d)
+        return path if path.is_file() else None
+
+    def _save(self, path: Path, qmp_path: str, deadline: float) -> None:
+        """Wait until init waits for its setup line, then let qemu write the guest's state to
+        `path` (atomically: a partial file is never used)."""
+        while "LAYERCONF-INIT-WAIT" not in self._console_text():
+            if self.proc.poll() is not None:
+                raise self._failure("boot", "qemu exited before init was ready to be saved")
+            if time.monotonic() > deadline:
+                raise self._failure("timeout", f"init did not wait for its setup line within "
+                                    f"{self.boot_timeout:.0f} s (boot hang?)")
+            time.sleep(0.01)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+        try:
+            with _Qmp(qmp_path, deadline) as qmp:
+                qmp.execute("migrate-set-parameters", **{"max-bandwidth": 1 << 40})
+                qmp.execute("migrate", uri="exec:cat > " + shlex.quote(str(tmp)))
+                while True:
+                    status = qmp.execute("query-migrate").get("status")
+                    if status == "completed":
+                        break
+                    if status in ("failed", "cancelled"):
+                        raise OSError(f"qemu could not save the guest (migration {status})")
+                    if time.monotonic() > deadline:
+                        raise OSError("saving the guest did not finish in time")
+                    time.sleep(0.02)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except OSError as e:
+            raise self._failure("boot", f"saving the ready guest failed: {e}") from None
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    def _console_text(self) -> str:
+        try:
+            return self.console_log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def _scratch_kind(self) -> str:
+        return "ext4" if self.scratch == "ext4" and _mke2fs() else "tmpfs"
+
+    # -- booting
+
+    def _boot(self, attempt: int, restore: Path | None = None, save_to: Path | None = None) -> None:
+        """Start qemu: a fresh boot, or `restore` a saved state, or boot to save into `save_to`
+        (then qemu is left for the caller to kill)."""
         log_dir = self._log_dir or _log_dir()
         log_dir.mkdir(parents=True, exist_ok=True)
         _prune_logs(log_dir)
+        how = "-save" if save_to else "-restore" if restore else ""
         stem = (f"{time.strftime('%Y%m%d-%H%M%S')}-{self.kernel}-{os.getpid()}-{next(self._seq)}"
-                f"{'-retry' if attempt else ''}")
+                f"{how}{'-retry' if attempt else ''}")
         self.console_log = log_dir / f"{stem}.console.log"
         self.qemu_log = log_dir / f"{stem}.qemu.log"
         self._tmp = tempfile.mkdtemp(prefix="lcvm-")
         sock_path = os.path.join(self._tmp, "agent.sock")
-        scratch_img = self._make_scratch() if self.scratch == "ext4" else None
+        scratch = self._scratch_kind()
+        scratch_img = self._make_scratch(empty=bool(save_to)) if scratch == "ext4" else None
         cmd = self.command(sock_path, self.console_log, scratch_img)
+        qmp_path = os.path.join(self._tmp, "qmp.sock")
+        if save_to:
+            cmd += ["-qmp", f"unix:{_qarg(qmp_path)},server=on,wait=off"]
+        if restore:
+            cmd += ["-incoming", "exec:cat " + shlex.quote(str(restore))]
         _install_handlers()
         preexec = (_pdeathsig_preexec(os.getpid())
                    if threading.current_thread() is threading.main_thread() else None)
@@ -530,6 +723,9 @@ class VM:
         self._start_watchdog()
         self.boots += 1
         deadline = t0 + self.boot_timeout
+        if save_to:
+            self._save(save_to, qmp_path, deadline)
+            return
         # 1. the agent socket (qemu creates it before the guest runs)
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         while True:
@@ -545,8 +741,13 @@ class VM:
                     raise self._failure("timeout", "qemu did not open the agent socket")
                 time.sleep(0.005)
         self.sock = s
-        # 2. the ready message (or the answer to a ping sent now, in case ready was missed)
-        self._send({"id": 0, "op": "ping"})
+        t_socket = time.monotonic()
+        # 2. the setup line; init reads it when it reaches its wait (a restored guest is there)
+        try:
+            self._send_raw(self.setup_line(scratch).encode())
+        except _Lost:
+            raise self._failure("boot", "the agent socket closed before the setup line") from None
+        # 3. the agent's ready message
         while True:
             try:
                 msg = self._recv(deadline)
@@ -555,10 +756,14 @@ class VM:
                                     f"{self.boot_timeout:.0f} s (boot hang?)") from None
             except _Lost:
                 raise self._failure("boot", "the guest went away during boot") from None
-            if msg.get("event") == "ready" or msg.get("id") == 0:
-                self.ready = msg if msg.get("event") == "ready" else {"uptime": msg.get("result", {})}
+            if msg.get("event") == "ready":
+                self.ready = msg
                 break
         self.boot_seconds = time.monotonic() - t0
+        self.started_by = "restore" if restore else "boot"
+        self.boot_stages = {"qemu": round(t_socket - t0, 4),
+                            "guest": round(self.boot_seconds - (t_socket - t0), 4)}
+        self.scratch_used = scratch
 
     def _start_watchdog(self) -> None:
         """A `sh` in qemu's process group that kills the group when this process dies.
@@ -581,23 +786,22 @@ class VM:
         finally:
             os.close(r)
 
-    def _make_scratch(self) -> str | None:
+    def _make_scratch(self, empty: bool = False) -> str:
         """A sparse ext4 image for the guest's scratch (/run/layerconf on /dev/vda), made by
-        mke2fs on the host (no root needed; ~30 ms). None (tmpfs scratch) without mke2fs."""
-        mke2fs = shutil.which("mke2fs") or shutil.which("mke2fs", path="/usr/sbin:/sbin")
-        if mke2fs is None:
-            self.scratch_used = "tmpfs"
-            return None
+        mke2fs on the host (no root needed; ~30 ms). `empty`: only the sparse file (a guest
+        being saved never mounts it; the restored guest gets a fresh one)."""
         img = os.path.join(self._tmp, "scratch.ext4")
         with open(img, "wb") as f:
             f.truncate(_size_bytes(self.scratch_size))
+        if empty:
+            return img
+        mke2fs = _mke2fs()
         p = subprocess.run([mke2fs, "-q", "-F", "-t", "ext4", "-O", "^has_journal", "-m", "0",
                             "-E", "nodiscard,lazy_itable_init=1,root_owner=0:0", img],
                            capture_output=True, text=True, timeout=60)
         if p.returncode != 0:
             raise VMError(f"cannot make the guest's ext4 scratch image ({mke2fs} exited "
                           f"{p.returncode}: {p.stderr.strip()}); use scratch='tmpfs'.", kind="setup")
-        self.scratch_used = "ext4"
         return img
 
     # -- failure reporting
@@ -645,8 +849,11 @@ class VM:
     # -- the channel
 
     def _send(self, obj) -> None:
+        self._send_raw(json.dumps(obj).encode() + b"\n")
+
+    def _send_raw(self, data: bytes) -> None:
         try:
-            self.sock.sendall(json.dumps(obj).encode() + b"\n")
+            self.sock.sendall(data)
         except OSError:
             raise _Lost() from None
 
@@ -729,7 +936,8 @@ class VM:
         return {"kernel": self.kernel, "package": a.get("package"), "version": a.get("version"),
                 "release": a.get("release"), "accel": self.accel, "boot_seconds": self.boot_seconds,
                 "console_log": str(self.console_log) if self.console_log else None,
-                "python": self.python, "scratch": getattr(self, "scratch_used", self.scratch)}
+                "python": self.python, "scratch": getattr(self, "scratch_used", self.scratch),
+                "started_by": self.started_by}
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Ask the guest to power off (flushes rw shares), then make sure qemu is gone."""
