@@ -1,9 +1,11 @@
 """layerconf guest agent: JSON lines over a virtio-serial port. Stdlib only.
 
-Started by vm/init.sh as `chroot /newroot <host python> -S <repo>/vm/agent.py`, after the host's
-setup line (its values reach the agent as LAYERCONF_* environment variables). It finds the
-port named `layerconf.agent` through /sys/class/virtio-ports/*/name, announces itself with
-{"event": "ready", ...} and then serves one request per line, in order:
+Started by vm/init.sh from the initramfs (a copy of this file and of the guest's python) before
+anything of the host is mounted, so a saved guest state has it running already. It finds the
+port named `layerconf.agent` through /sys/class/virtio-ports/*/name and waits there for the
+host's setup line (`setup key=value ...`: python, agent, pythonpath, rw, scratch, modules, time,
+seed; no spaces in values); then it mounts the host's tree (mount_host), chroots into it,
+announces itself with {"event": "ready", ...} and serves one request per line, in order:
 
   request:  {"id": N, "op": "<op>", "args": {...}}
   response: {"id": N, "ok": true, "result": ...}  or  {"id": N, "ok": false, "error": "...",
@@ -25,9 +27,9 @@ Ops:
 
 Lines are whole JSON documents (json.dumps escapes every newline), so any output size is
 framed safely. The python is started with -S (site .pth hooks are slow under TCG); the host's
-site-packages folders come from $LAYERCONF_PYTHONPATH. A guest restored from a saved state
-shares its random pool with every other guest restored from it: the agent mixes the host's
-$LAYERCONF_SEED into the pool and reseeds before anything draws from it.
+site-packages folders come from the setup line's pythonpath. A guest restored from a saved state
+shares its random pool with every other guest restored from it: the agent mixes the setup
+line's seed into the pool and reseeds before anything draws from it.
 """
 from __future__ import annotations
 
@@ -40,15 +42,120 @@ import time
 # start-up is read cold through 9p under TCG and delays the ready message.
 
 PORT_NAME = "layerconf.agent"
-VM_DIR = os.path.dirname(os.path.abspath(__file__))
+VM_DIR = os.path.dirname(os.path.abspath(__file__))   # the host's vm/ once the setup line came
 REPO = os.path.dirname(VM_DIR)
 MAX_OUTPUT = 256 << 20
+MODULES_DIR = ""     # the kernel's extracted modules on the host (the setup line's modules)
+GUEST_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+             "HOME": "/root", "LANG": "C.UTF-8", "TERM": "dumb", "TMPDIR": "/run/layerconf/tmp",
+             "LAYERCONF_SCRATCH": "/run/layerconf", "LAYERCONF_IN_VM": "1",
+             "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def setup_path() -> None:
+def _mount(source: str, target: str, fstype: str, data: str = "", flags: int = 0) -> None:
+    os.makedirs(target, exist_ok=True)
+    if _libc().mount(source.encode(), target.encode(), fstype.encode(), flags,
+                     data.encode() or None) != 0:
+        import ctypes
+        e = ctypes.get_errno()
+        raise OSError(e, f"mount -t {fstype} {source} {target} -o {data or '-'}: {os.strerror(e)}")
+
+
+def _libc():
+    import ctypes   # imported before the guest is saved (vm/initramfs.py AGENT_START_IMPORTS)
+    return ctypes.CDLL(None, use_errno=True)
+
+
+MS_RDONLY, MS_NOATIME = 1, 1024
+P9 = "trans=virtio,version=9p2000.L,msize=262144"
+
+
+def mount_host(setup: dict, root: str = "/newroot") -> None:
+    """The guest's root: the host's `/` read-only over 9p (tag hostroot, cache=loose) as the
+    lower layer of an overlay with a tmpfs upper, so the host's tree at the same paths and
+    writable; fresh proc/sys/dev/run; the scratch fs at /run/layerconf, ext4 on /dev/vda (a
+    host-made image) or tmpfs. Whiteouts and trusted.* xattrs need a real local fs (never use
+    9p paths as scratch), and 6.12's file-backed erofs needs a fs with read_folio, which tmpfs
+    lacks (ENOTBLK). Then the read-write 9p shares (rw=tag:/path,...) at their host paths."""
+    _mount("hostroot", "/host", "9p", P9 + ",cache=loose", MS_RDONLY)
+    _mount("tmpfs", "/ovl", "tmpfs", "mode=0755")
+    os.makedirs("/ovl/u")
+    os.makedirs("/ovl/w")
+    _mount("overlay", root, "overlay", "lowerdir=/host,upperdir=/ovl/u,workdir=/ovl/w")
+    _mount("proc", root + "/proc", "proc")
+    _mount("sys", root + "/sys", "sysfs")
+    _mount("dev", root + "/dev", "devtmpfs")
+    _mount("devpts", root + "/dev/pts", "devpts", "newinstance,ptmxmode=0666")
+    _mount("tmpfs", root + "/dev/shm", "tmpfs", "mode=1777")
+    _mount("tmpfs", root + "/run", "tmpfs", "mode=0755")
+    scratch = root + "/run/layerconf"
+    if setup.get("scratch") == "ext4":
+        _mount("/dev/vda", scratch, "ext4", "", MS_NOATIME)
+    else:
+        _mount("scratch", scratch, "tmpfs", "mode=1777,size=80%")
+    os.chmod(scratch, 0o1777)
+    os.makedirs(scratch + "/tmp", exist_ok=True)
+    os.chmod(scratch + "/tmp", 0o1777)
+    if os.path.isdir("/sys/fs/fuse/connections"):
+        try:
+            _mount("fusectl", root + "/sys/fs/fuse/connections", "fusectl")
+        except OSError:
+            pass
+    for spec in filter(None, setup.get("rw", "").split(",")):
+        tag, path = spec.split(":", 1)
+        _mount(tag, root + path, "9p", P9 + ",cache=none")
+
+
+def enter_host(setup: dict) -> None:
+    """Mount the host's tree (mount_host), chroot into it and take the environment, paths and
+    python of the setup line, as if started there."""
+    global VM_DIR, REPO, MODULES_DIR
+    time.clock_settime(time.CLOCK_REALTIME, float(setup.get("time", time.time())))
+    t0 = uptime()
+    if setup.get("scratch") == "ext4":   # a restored guest may cache blocks of an older disk
+        import fcntl
+        fd = os.open("/dev/vda", os.O_RDONLY)
+        try:
+            fcntl.ioctl(fd, 0x1261)          # BLKFLSBUF
+        finally:
+            os.close(fd)
+    mount_host(setup)
+    with open("/proc/sys/kernel/hostname", "w") as f:
+        f.write("layerconf-vm")
+    os.chroot("/newroot")
+    os.chdir("/")
+    python = setup.get("python", sys.executable)
+    if not os.access(python, os.X_OK):
+        raise SystemExit(f"python {python} is not executable in the guest (not readable by the "
+                         "host user that runs qemu?)")
+    print(f"LAYERCONF-INIT-READY setup={t0} ready={uptime()} scratch={setup.get('scratch')}",
+          flush=True)
+    os.environ.clear()
+    os.environ.update(GUEST_ENV)
+    MODULES_DIR = setup.get("modules", "")
+    sys.executable = python             # what child pythons run
+    sys.dont_write_bytecode = True
+    sys.path_importer_cache.clear()     # folders read so far were the initramfs' ones
+    VM_DIR = os.path.dirname(setup["agent"])
+    REPO = os.path.dirname(VM_DIR)
+
+
+def read_setup(lines) -> dict:
+    """The host's setup line (the first line on the port) as a dict; "line" is the line."""
+    print(f"LAYERCONF-INIT-WAIT uptime={uptime()}", flush=True)   # the host may save from here
+    line = next(lines).decode()
+    words = line.split()
+    if not words or words[0] != "setup":
+        raise SystemExit(f"layerconf agent: expected the setup line, got {line[:200]!r}")
+    fields = dict(w.split("=", 1) for w in words[1:] if "=" in w)
+    fields["line"] = line
+    return fields
+
+
+def setup_path(pythonpath: str) -> None:
     """Repo first, then the host python's site dirs (without running their .pth hooks)."""
     extra = [REPO, VM_DIR]
-    for d in filter(None, os.environ.get("LAYERCONF_PYTHONPATH", "").split(":")):
+    for d in filter(None, pythonpath.split(":")):
         extra.append(d)
         try:  # plain-path lines of .pth files (editable installs); skip `import` lines
             for pth in sorted(n for n in os.listdir(d) if n.endswith(".pth")):
@@ -140,11 +247,11 @@ def op_drop_caches():
 
 def op_modprobe(name):
     """Load an extra module (kernels.toml extra_modules) and its dependencies from the host's
-    kernel cache ($LAYERCONF_MODULES, read through 9p)."""
+    kernel cache (MODULES_DIR, read through 9p)."""
     name = name.replace("-", "_")
     if os.path.isdir(f"/sys/module/{name}"):
         return {"loaded": [], "already": True}
-    moddir = os.environ.get("LAYERCONF_MODULES")
+    moddir = MODULES_DIR
     if not moddir:
         raise RuntimeError("no modules= in the host's setup line")
     with open(os.path.join(moddir, "extra")) as f:
@@ -210,10 +317,9 @@ class Channel:
                     yield line
 
 
-def reseed() -> None:
+def reseed(seed: str) -> None:
     """Mix the host's seed into the kernel's random pool and reseed the CRNG now, so guests
     restored from one saved state draw different random numbers (temp names, uuids)."""
-    seed = os.environ.get("LAYERCONF_SEED", "")
     if not seed:
         return
     import fcntl
@@ -227,17 +333,23 @@ def reseed() -> None:
 
 
 def main() -> int:
-    reseed()
-    setup_path()
-    os.environ.setdefault("TMPDIR", "/run/layerconf/tmp")
+    ch = Channel(find_port())
+    lines = ch.lines()
+    setup = read_setup(lines)
+    try:
+        enter_host(setup)
+    except (OSError, SystemExit) as e:
+        print(f"LAYERCONF-INIT-FAIL {e}", flush=True)
+        return 1
+    reseed(setup.get("seed", ""))
+    setup_path(setup.get("pythonpath", ""))
     try:
         os.chdir(REPO)   # as on the host, where the harness runs from the repo
     except OSError:
         pass
-    ch = Channel(find_port())
     ch.send({"event": "ready", "pid": os.getpid(), "uptime": uptime(), "uname": os.uname().release,
              "python": sys.version.split()[0], "executable": sys.executable})
-    for line in ch.lines():
+    for line in lines:
         rid = None
         try:
             req = json.loads(line)

@@ -3,105 +3,33 @@
 #
 # 1. proc/sys/devtmpfs, insmod the modules in /lib/modules/order, then those in
 #    /lib/modules/extra (ext4 and its dependencies, for the scratch fs)
-# 2. wait for the host's setup line on the agent port. Everything up to here depends only on
-#    the kernel, the initramfs and qemu's machine arguments, so the host saves the guest's state
-#    at this point once and later starts guests by restoring it (harness/backends/vm.py). Nothing
-#    of the host is mounted yet: qemu cannot save a guest that has a 9p export mounted.
-# 3. the host root, read-only over 9p (tag hostroot, cache=loose), as the lower layer of an
-#    overlay with a tmpfs upper at /newroot: a writable root that is the host's file tree
-# 4. fresh proc/sys/dev/devpts/run/dev/shm under /newroot; the scratch fs at /run/layerconf:
-#    ext4 on /dev/vda (scratch=ext4) or tmpfs. Whiteouts and trusted.* xattrs need a real local
-#    fs (never use 9p paths as scratch), and 6.12's file-backed erofs needs a fs with read_folio,
-#    which tmpfs lacks (ENOTBLK).
-# 5. read-write 9p shares from rw=tag:/path,... mounted at the same paths
-# 6. chroot /newroot and run the agent with the host's python; power off when it exits
+# 2. run the agent (vm/agent.py) with the guest's python, both from the initramfs; power off
+#    when it exits. The agent waits for the host's setup line on its port, then mounts the
+#    host's tree and chroots into it. Everything up to that wait depends only on the kernel,
+#    the initramfs and qemu's machine arguments, so the host saves the guest's state there
+#    once and starts later guests by restoring it (harness/backends/vm.py). Nothing of the host
+#    is mounted before: qemu cannot save a guest that has a 9p export mounted.
 #
-# The setup line is `setup key=value ...` (no spaces in values): python, agent, pythonpath,
-# rw, scratch, modules, time (the host's clock, seconds), seed (hex, for the random pool).
 # Console lines starting with "LAYERCONF-" are read by harness/backends/vm.py.
 export PATH=/bin:/sbin
+up() { read u _ < /proc/uptime; echo $u; }
+
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
-
-CMD=" $(cat /proc/cmdline) "
-getarg() { case "$CMD" in *" $1="*) v=${CMD##* $1=}; echo "${v%% *}";; *) echo "$2";; esac; }
-die() { echo "LAYERCONF-INIT-FAIL $*"; sync; poweroff -f; sleep 5; exit 1; }
-
-MODE=$(getarg layerconf.mode agent)
-if [ "$MODE" = probe ]; then            # accelerator probe: the kernel reached user space
+case " $(cat /proc/cmdline) " in *" layerconf.mode=probe "*)   # accelerator probe: user space
     echo "LAYERCONF-PROBE-OK"
-    poweroff -f
-fi
+    poweroff -f;;
+esac
 
-up() { read u _ < /proc/uptime; echo $u; }
 T_START=$(up)
 for m in $(cat /lib/modules/order /lib/modules/extra); do
     [ -d /sys/module/$m ] || insmod "/lib/modules/$m.ko" || echo "LAYERCONF-INSMOD-FAIL $m"
 done
+echo "LAYERCONF-INIT-MODULES start=$T_START modules=$(up)"
 
-T_MODS=$(up)
-PORT=
-for p in /sys/class/virtio-ports/*; do
-    [ "$(cat $p/name 2>/dev/null)" = layerconf.agent ] && PORT=/dev/${p##*/}
-done
-[ -n "$PORT" ] || die "no virtio port named layerconf.agent"
-echo "LAYERCONF-INIT-WAIT modules=$T_MODS"
-# read gets end-of-file at once while no host is connected to the port: poll until one is
-SETUP=
-until IFS= read -r SETUP < "$PORT" && [ "${SETUP%% *}" = setup ]; do sleep 0.01; done
-T_SETUP=$(up)
-CMD=" $SETUP "
-date -s "@$(getarg time 0)" > /dev/null || echo "LAYERCONF-CLOCK-FAIL"
-echo 3 > /proc/sys/vm/drop_caches    # a restored guest may cache blocks of an older /dev/vda
-mkdir -p /host /ovl /newroot
-mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=262144 hostroot /host \
-    || die "9p mount of the host root (tag hostroot)"
-mount -t tmpfs -o mode=0755 tmpfs /ovl && mkdir -p /ovl/u /ovl/w || die "tmpfs for the root overlay"
-mount -t overlay overlay -o lowerdir=/host,upperdir=/ovl/u,workdir=/ovl/w /newroot \
-    || die "overlay root"
-
-R=/newroot
-mount -t proc proc $R/proc || die "proc"
-mount -t sysfs sys $R/sys || die "sysfs"
-mount -t devtmpfs dev $R/dev || die "devtmpfs"
-mkdir -p $R/dev/pts $R/dev/shm
-mount -t devpts -o newinstance,ptmxmode=0666 devpts $R/dev/pts
-mount -t tmpfs -o mode=1777 tmpfs $R/dev/shm
-mount -t tmpfs -o mode=0755 tmpfs $R/run || die "tmpfs /run"
-mkdir -p $R/run/layerconf
-SCRATCH=$(getarg scratch tmpfs)
-if [ "$SCRATCH" = ext4 ]; then      # a host-made ext4 image as /dev/vda (see harness/backends/vm.py)
-    mount -t ext4 -o noatime /dev/vda $R/run/layerconf || die "ext4 scratch on /dev/vda"
-else
-    mount -t tmpfs -o mode=1777,size=80% scratch $R/run/layerconf || die "tmpfs scratch"
-fi
-chmod 1777 $R/run/layerconf
-mkdir -p $R/run/layerconf/tmp && chmod 1777 $R/run/layerconf/tmp
-[ -d /sys/fs/fuse/connections ] && mount -t fusectl fusectl $R/sys/fs/fuse/connections 2>/dev/null
-
-RW=$(getarg rw "")
-for spec in $(echo "$RW" | tr ',' ' '); do
-    tag=${spec%%:*}; path=${spec#*:}
-    mkdir -p "$R$path" && mount -t 9p -o trans=virtio,version=9p2000.L,rw,cache=none,msize=262144 \
-        "$tag" "$R$path" || die "9p rw share $tag at $path"
-done
-
-hostname layerconf-vm
-PY=$(getarg python /usr/bin/python3)
-AGENT=$(getarg agent "")
-[ -n "$AGENT" ] || die "no agent= in the host's setup line"
-# test inside the chroot: a venv's python is a symlink to an absolute path
-if [ -x $R/usr/bin/test ] && ! chroot $R /usr/bin/test -x "$PY"; then
-    die "python $PY is not executable in the guest (not readable by the host user that runs qemu?)"
-fi
-echo "LAYERCONF-INIT-READY start=$T_START modules=$T_MODS setup=$T_SETUP ready=$(up) scratch=$SCRATCH"
-
-env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
-    TERM=dumb TMPDIR=/run/layerconf/tmp LAYERCONF_SCRATCH=/run/layerconf LAYERCONF_IN_VM=1 \
-    PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 LAYERCONF_PYTHONPATH="$(getarg pythonpath "")" \
-    LAYERCONF_SEED="$(getarg seed "")" LAYERCONF_MODULES="$(getarg modules "")" \
-    chroot $R "$PY" -S "$AGENT"
+env -i PATH=/bin:/sbin PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    "$(cat /lib/layerconf/python)" -S /lib/layerconf/agent.py
 echo "LAYERCONF-AGENT-EXIT rc=$?"
 sync
 poweroff -f

@@ -1,7 +1,12 @@
 #!/usr/bin/env python3
-"""Build the guest initramfs: static busybox + the kernel's modules (boot and extra) + vm/init.sh.
+"""Build the guest initramfs: static busybox + the kernel's modules (boot and extra) + vm/init.sh
+as /init + the guest's python and vm/agent.py, so the agent is already running in a saved guest.
 
     python3 vm/initramfs.py [6.1|6.12|all]      # normally done by fetch_kernel.py / the VM
+
+The python comes with what it needs before the host's tree is mounted: its binary, the shared
+libraries `ldd` names and the few standard-library modules the agent imports at start, each at
+its host path (so the same modules, later read from the host, are the same files).
 
 The archive is an uncompressed newc cpio (it boots ~0.2 s faster than gzip under TCG), written
 by this module in pure Python. It is cached next to the kernel as `initramfs-<hash>.cpio`, the
@@ -22,7 +27,10 @@ from pathlib import Path
 
 VM_DIR = Path(__file__).resolve().parent
 INIT = VM_DIR / "init.sh"
-BUILDER_VERSION = 3
+BUILDER_VERSION = 4
+AGENT = VM_DIR / "agent.py"
+# what the agent imports before the host is mounted (the rest comes from the host afterwards)
+AGENT_START_IMPORTS = "import __future__, ctypes, json, os, sys, time, fcntl"
 
 
 class InitramfsError(RuntimeError):
@@ -86,9 +94,46 @@ def busybox_applets(busybox: Path) -> list[str]:
     return sorted(set(p.stdout.split()) - {"busybox"})
 
 
-def _digest(busybox: Path, modules_dir: Path, order: list[str], extra: list[str]) -> str:
+def python_files(python: str) -> list[str]:
+    """Host paths the guest's python needs to start the agent: its binary, shared libraries
+    (the dynamic loader included) and the standard-library modules of AGENT_START_IMPORTS."""
+    binary = os.path.realpath(python)
+    code = (f"{AGENT_START_IMPORTS}\nprint('\\n'.join(sorted({{m.__file__ for m in "
+            "list(sys.modules.values()) if getattr(m, '__file__', None)} | {os.__file__})))")
+    try:
+        p = subprocess.run([binary, "-S", "-c", code], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise InitramfsError(f"cannot run the guest python {python}: {e}") from None
+    if p.returncode != 0:
+        raise InitramfsError(f"the guest python {python} failed: {p.stderr.strip()[-300:]}")
+    files = [binary] + p.stdout.split()
+    for obj in [binary] + [f for f in files if f.endswith(".so")]:
+        files += _shared_libraries(obj)
+    return sorted(set(files))
+
+
+def _shared_libraries(obj: str) -> list[str]:
+    try:
+        p = subprocess.run(["ldd", obj], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    libs = []
+    for line in p.stdout.splitlines():       # "libm.so.6 => /lib/.../libm.so.6 (0x...)" or
+        parts = line.split()                 # "/lib64/ld-linux-x86-64.so.2 (0x...)"
+        path = parts[2] if "=>" in parts and len(parts) > 3 else parts[0] if parts else ""
+        if path.startswith("/"):
+            libs.append(path)
+    return libs
+
+
+def _digest(busybox: Path, modules_dir: Path, order: list[str], extra: list[str],
+            pyfiles: list[str]) -> str:
     h = hashlib.sha256(f"v{BUILDER_VERSION}\n".encode())
     h.update(INIT.read_bytes())
+    h.update(AGENT.read_bytes())
+    for f in pyfiles:
+        h.update(f.encode() + b"\0")
+        h.update(hashlib.sha256(Path(f).read_bytes()).digest())
     h.update(hashlib.sha256(busybox.read_bytes()).digest())
     for group in (order, extra):
         h.update(b"modules\0")
@@ -99,12 +144,22 @@ def _digest(busybox: Path, modules_dir: Path, order: list[str], extra: list[str]
 
 
 def build(out_path: Path, modules_dir: Path, order: list[str], extra: list[str],
-          busybox: Path) -> None:
+          busybox: Path, python: str, pyfiles: list[str]) -> None:
     buf = io.BytesIO()
     w = CpioWriter(buf)
-    for d in ("bin", "sbin", "dev", "proc", "sys", "tmp", "run", "etc", "root", "mnt",
-              "lib", "lib/modules", "usr", "usr/bin", "usr/sbin"):
+    dirs = {"bin", "sbin", "dev", "proc", "sys", "tmp", "run", "etc", "root", "mnt",
+            "lib", "lib/modules", "lib/layerconf", "usr", "usr/bin", "usr/sbin"}
+    for f in pyfiles:      # every parent of the python's files, made real folders
+        parent = os.path.dirname(f.lstrip("/"))
+        while parent:
+            dirs.add(parent)
+            parent = os.path.dirname(parent)
+    for d in sorted(dirs):
         w.dir(d)
+    for f in pyfiles:      # each at its host path, as a plain file (symlinks resolved)
+        w.file(f.lstrip("/"), Path(f).read_bytes(), 0o755)
+    w.file("lib/layerconf/python", os.path.realpath(python).encode())
+    w.file("lib/layerconf/agent.py", AGENT.read_bytes())
     w.chardev("dev/console", 5, 1)
     w.chardev("dev/null", 1, 3, 0o666)
     w.file("bin/busybox", busybox.read_bytes(), 0o755)
@@ -128,26 +183,29 @@ def user_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"layerconf-vm-{os.getuid()}"
 
 
-def ensure_initramfs(art) -> Path:
-    """The initramfs for KernelArtifacts `art` (fetch_kernel.py), built if missing or stale."""
+def ensure_initramfs(art, python: str = sys.executable) -> Path:
+    """The initramfs for KernelArtifacts `art` (fetch_kernel.py) and the guest's `python`,
+    built if missing or stale."""
     busybox = find_busybox()
     order = (art.modules_dir / "order").read_text().split()
     # kernels.toml's extra_modules (ext4) too: init loads them before the state is saved
     extra_file = art.modules_dir / "extra"
     extra = extra_file.read_text().split() if extra_file.is_file() else []
-    digest = _digest(busybox, art.modules_dir, order, extra)
+    pyfiles = python_files(python)
+    digest = _digest(busybox, art.modules_dir, order, extra, pyfiles)
     name = f"initramfs-{digest}.cpio"
     for d in (art.dir, user_dir() / art.name):
         if (d / name).is_file():
             return d / name
     target = art.dir if os.access(art.dir, os.W_OK) else user_dir() / art.name
-    build(target / name, art.modules_dir, order, extra, busybox)
-    for old in target.glob("initramfs-*.cpio"):  # keep only the current one
-        if old.name != name:
-            try:
-                old.unlink()
-            except OSError:
-                pass
+    build(target / name, art.modules_dir, order, extra, busybox, python, pyfiles)
+    # keep the newest few: worktrees sharing a cache, or two pythons, would rebuild each other's
+    olds = sorted(target.glob("initramfs-*.cpio"), key=lambda p: p.stat().st_mtime)
+    for old in olds[:-4]:
+        try:
+            old.unlink()
+        except OSError:
+            pass
     return target / name
 
 

@@ -185,8 +185,6 @@ def _prune_states(d: Path, keep: int = 6) -> None:
         files = sorted(d.glob("*.vmstate"), key=lambda p: p.stat().st_mtime)
         for p in files[:-keep]:
             p.unlink()
-            with contextlib.suppress(OSError):
-                p.with_suffix(".lock").unlink()
     except OSError:
         pass
 
@@ -494,6 +492,9 @@ class VM:
             raise VMError("cannot start a VM: qemu-system-x86_64 is not installed (apt-get install "
                           "qemu-system-x86, or set LAYERCONF_QEMU).", kind="setup")
         self.qemu = qemu
+        if not os.access(self.python, os.X_OK):
+            raise VMError(f"cannot start a VM: the guest python {self.python} is not executable by "
+                          "this user (set LAYERCONF_VM_PYTHON=/usr/bin/python3).", kind="setup")
         fk = fetch_kernel()
         try:
             art = fk.cached(self.kernel)
@@ -501,7 +502,7 @@ class VM:
                 if not self.fetch:
                     raise fk.FetchError(f"kernel {self.kernel} is not in the cache {fk.cache_root()}")
                 art = fk.ensure_kernel(self.kernel, log=lambda *a: None)
-            self.initrd = _load("initramfs").ensure_initramfs(art)
+            self.initrd = _load("initramfs").ensure_initramfs(art, self.python)
         except Exception as e:  # FetchError, InitramfsError, OSError
             raise VMError(f"cannot start a VM with kernel {self.kernel}: {e}. Run `python3 -m "
                           f"vm.fetch_kernel {self.kernel}` (as root during bootstrap) and retry.",
@@ -512,9 +513,6 @@ class VM:
             if re.search(r"[\s,:\"']", p):
                 raise VMError(f"cannot start a VM: the path {p!r} has a space, comma, colon or quote, "
                               "which the guest's setup line cannot carry.", kind="setup")
-        if not os.access(self.python, os.X_OK):
-            raise VMError(f"cannot start a VM: the guest python {self.python} is not executable by "
-                          "this user (set LAYERCONF_VM_PYTHON=/usr/bin/python3).", kind="setup")
         if self.accel_wanted == "auto":
             self.accel = "kvm" if kvm_usable(art, self.initrd, qemu) else "tcg"
         elif self.accel_wanted in ("tcg", "kvm"):
@@ -624,7 +622,7 @@ class VM:
         if path.is_file():
             return path
         import fcntl
-        with open(path.with_suffix(".lock"), "a") as lock:
+        with open(d / "saving.lock", "a") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
