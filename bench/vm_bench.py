@@ -20,8 +20,8 @@ Prints a table and the machine's load average (TCG timings scale with free CPU).
     python3 bench/vm_bench.py --suite                       # every scenario, VM (6.12) and host
     python3 bench/vm_bench.py --suite scenarios/whiteout --kernel 6.1
 
---suite runs scenario files through the VM backend and (as root) the host backend, one after
-the other in this process, and prints the wall time of each, their ratio, the seconds per phase
+--suite runs scenario files through the VM backend (as `layerconf run` does: one guest per CPU)
+and (as root) the host backend, one after the other in this process, and prints the wall time of each, their ratio, the seconds per phase
 summed over the scenarios (harness/phases.py; docs/vm.md names them) and every scenario whose
 status differs between the two.
 """
@@ -117,8 +117,7 @@ def run_suite(backend, files) -> tuple[float, dict, dict]:
     t0 = time.monotonic()
     statuses, phases = {}, {}
     try:
-        for f in files:
-            d = backend.run_file(str(f))
+        for d in backend.run_files(files):
             statuses[d["scenario"]] = d["status"]
             for k, v in (d.get("phases") or {}).items():
                 phases[k] = phases.get(k, 0.0) + v
@@ -132,8 +131,9 @@ def suite(args) -> int:
     from harness.backends.host import HostBackend
     files = cli._scenario_files(args.suite)
     kernel = vmb.kernel_names(args.kernel if args.kernel != "all" else "6.12")[0]
-    print(f"# {len(files)} scenario files, kernel {kernel}, load {os.getloadavg()[0]:.2f}")
-    runs = {"vm": run_suite(vmb.VMBackend(kernel, runner.RunOptions()), files)}
+    print(f"# {len(files)} scenario files, kernel {kernel}, {args.guests or 'one per CPU'} guest(s), "
+          f"load {os.getloadavg()[0]:.2f}")
+    runs = {"vm": run_suite(vmb.VMBackend(kernel, runner.RunOptions(), guests=args.guests), files)}
     if os.geteuid() == 0:
         runs["host"] = run_suite(HostBackend(runner.RunOptions()), files)
     names = sorted({k for _, _, ph in runs.values() for k in ph})
@@ -169,6 +169,8 @@ def main() -> int:
     ap.add_argument("--scratch", default="ext4", choices=("ext4", "tmpfs"))
     ap.add_argument("--python", default=None, help="python the guest runs (default: this one)")
     ap.add_argument("--cold", action="store_true", help="boot every guest (no saved state)")
+    ap.add_argument("--guests", type=int, default=None, help="--suite: guests at once (default: "
+                    "one per CPU, as `layerconf run`)")
     ap.add_argument("--suite", nargs="*", default=None, metavar="PATH",
                     help="time scenario files (default: all) in the VM and on the host")
     args = ap.parse_args()

@@ -77,17 +77,21 @@ def _run_files(files, args, results=None) -> int:
                 backend = open_backend(args.backend, kernel=kernel or "6.12", options=options)
             except BackendError as e:
                 raise UsageError(str(e)) from None
+            axes = [a for a, many in ((kernel, len(kernels) > 1),
+                                      (f"mkfs {mkfs}", len(mkfs_versions) > 1)) if a and many]
+
+            def result(d, axes=axes):
+                r = runner.result_from_dict(d)
+                if axes:
+                    r.scenario = f"{r.scenario}[{', '.join(axes)}]"
+                return r
+
+            def show(d):
+                if not args.quiet:
+                    r = result(d)
+                    print(f"{r.status.value.upper():6} {r.scenario}", flush=True)
             try:
-                for f in files:
-                    d = backend.run_file(str(f))
-                    r = runner.result_from_dict(d)
-                    axes = [a for a, many in ((kernel, len(kernels) > 1),
-                                              (f"mkfs {mkfs}", len(mkfs_versions) > 1)) if a and many]
-                    if axes:
-                        r.scenario = f"{r.scenario}[{', '.join(axes)}]"
-                    results.append(r)
-                    if not args.quiet:
-                        print(f"{r.status.value.upper():6} {r.scenario}", flush=True)
+                results += [result(d) for d in backend.run_files([str(f) for f in files], show)]
             finally:
                 backend.close()
     terminal.print_table(results)

@@ -282,7 +282,9 @@ def test_boot_timeout_is_reported():
     vm = vmb.VM(k, boot_timeout=0.3, retries=0)
     with pytest.raises(vmb.VMError) as ei:
         vm.start()
-    assert ei.value.kind == "timeout" and "not ready after" in str(ei.value)
+    # which deadline it meets depends on how busy the host is: qemu's socket or the agent
+    assert ei.value.kind == "timeout" and ("not ready after" in str(ei.value)
+                                           or "did not open the agent socket" in str(ei.value))
     assert not vm.alive and _qemu_pids(ei.value.console_log) == []
 
 

@@ -21,6 +21,14 @@ class HostBackend:
                 scenario=str(path), path=str(path), status=runner.Status.ERROR, message=str(e)))
         return runner.result_to_dict(runner.run_scenario(scenario, self.session))
 
+    def run_files(self, paths, on_result=None) -> list[dict]:
+        results = []
+        for p in paths:
+            results.append(self.run_file(str(p)))
+            if on_result:
+                on_result(results[-1])
+        return results
+
     def run_scenario(self, scenario):
         return runner.run_scenario(scenario, self.session)
 

@@ -1,6 +1,6 @@
 """VM backend: scenarios run inside a QEMU guest with a pinned Debian kernel; no root on the host.
 
-    with VM("6.12") as vm:                       # boots in ~1.5 s under TCG
+    with VM("6.12") as vm:                       # restores a saved ready guest (vm/README.md)
         vm.run("uname -r")["stdout"]             # agent op `run`
         vm.call("probe")                         # kernel capability probes (vm/probe.py)
 
@@ -9,7 +9,9 @@
 
 The guest (see vm/init.sh) is `-M microvm` booting the uncompressed vmlinux through PVH, with the
 host's root read-only over 9p under a tmpfs overlay, and vm/agent.py on a virtio-serial port
-spoken to as JSON lines over a UNIX socket. TCG is used unless a quick probe shows that KVM
+spoken to as JSON lines over a UNIX socket. Guests start from a saved state of the booted machine
+whose agent waits for its setup line (the per-guest values); the state is saved once per key
+(VM.state_key) and restored with `-incoming`. TCG is used unless a quick probe shows that KVM
 really boots (the /dev/kvm on PVM hosts does not). Every failure of the machine itself (qemu
 would not start, boot timeout, kernel panic, a hung or lost agent) raises VMError with one
 paragraph that says what happened and where the console log is; the runner reports it as an
@@ -48,6 +50,7 @@ REPO = Path(__file__).resolve().parents[2]
 VM_DIR = REPO / "vm"
 PORT_NAME = "layerconf.agent"
 STATE_FORMAT = 1          # bump when the meaning of a saved state changes
+SAVE_TIMEOUT_FACTOR = 5   # the boot that saves a state may take this many boot_timeouts
 PANIC_RE = re.compile(r"Kernel panic - not syncing[^\n]*|LAYERCONF-INIT-FAIL[^\n]*|"
                       r"LAYERCONF-AGENT-EXIT[^\n]*")
 
@@ -644,8 +647,8 @@ class VM:
             if self.proc.poll() is not None:
                 raise self._failure("boot", "qemu exited before init was ready to be saved")
             if time.monotonic() > deadline:
-                raise self._failure("timeout", f"init did not wait for its setup line within "
-                                    f"{self.boot_timeout:.0f} s (boot hang?)")
+                raise self._failure("timeout", "the agent did not wait for its setup line within "
+                                    f"{SAVE_TIMEOUT_FACTOR * self.boot_timeout:.0f} s (boot hang?)")
             time.sleep(0.01)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
         try:
@@ -719,11 +722,11 @@ class VM:
         with _LIVE_LOCK:
             _LIVE.add(self)
         self._start_watchdog()
-        self.boots += 1
         deadline = t0 + self.boot_timeout
-        if save_to:
-            self._save(save_to, qmp_path, deadline)
+        if save_to:      # once per machine: a loaded host gets more time before it counts as a hang
+            self._save(save_to, qmp_path, t0 + SAVE_TIMEOUT_FACTOR * self.boot_timeout)
             return
+        self.boots += 1         # guests started (a boot that only saves a state is not one)
         # 1. the agent socket (qemu creates it before the guest runs)
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         while True:
@@ -1033,13 +1036,14 @@ class VMBackend:
     `options`: harness.runner.RunOptions or a dict of its fields; host paths in `keep` are
     shared read-write with the guest; `workdir` is replaced by the guest's scratch fs.
     kernel: a name from vm/kernels.toml (None: its default); for `all` use backends_for().
+    run_files() spreads many scenarios over `guests` VMs (default: one per CPU).
     """
 
     name = "vm"
 
     def __init__(self, kernel: str | None = None, options=None, *, reuse: bool = True,
                  scenario_timeout: float = 1800.0, drop_caches: bool = True,
-                 raise_errors: bool = False, **vm_options):
+                 raise_errors: bool = False, guests: int | None = None, **vm_options):
         names = kernel_names(kernel)
         if len(names) != 1:
             raise ValueError(f"VMBackend runs one kernel; for {kernel!r} use backends_for({kernel!r})")
@@ -1049,6 +1053,7 @@ class VMBackend:
         self.scenario_timeout = scenario_timeout
         self.drop_caches = drop_caches
         self.raise_errors = raise_errors
+        self.guests = guests or len(os.sched_getaffinity(0))   # for run_files
         self.vm_options = vm_options
         self._vm: VM | None = None
 
@@ -1149,6 +1154,60 @@ class VMBackend:
             if result.get("status") == "error":
                 _keep_console(result, vm.console_log, opts.get("keep"))
         return result
+
+    def run_files(self, paths, on_result=None) -> list[dict]:
+        """run_file for each path, spread over `guests` VMs of this kernel at once (TCG runs a
+        guest on one host thread, so one guest per CPU uses the machine); `on_result(dict)` as
+        each one finishes; the results in the order of `paths`."""
+        paths = [str(p) for p in paths]
+        n = max(1, min(self.guests, len(paths)))
+        if n == 1:
+            results = []
+            for p in paths:
+                results.append(self.run_file(p))
+                if on_result:
+                    on_result(results[-1])
+            return results
+        _install_handlers()       # threads cannot install them; Ctrl-C still reaches us here
+        helpers = [VMBackend(self.kernel, self.options, reuse=False, guests=1,
+                             scenario_timeout=self.scenario_timeout, drop_caches=self.drop_caches,
+                             raise_errors=self.raise_errors, **self.vm_options)
+                   for _ in range(n - 1)]
+        results: list = [None] * len(paths)
+        todo = iter(enumerate(paths))
+        lock, stop, failures = threading.Lock(), threading.Event(), []
+
+        def work(backend):
+            try:
+                while not stop.is_set():
+                    with lock:
+                        item = next(todo, None)
+                    if item is None:
+                        return
+                    d = backend.run_file(item[1])
+                    with lock:
+                        results[item[0]] = d
+                        if on_result and not stop.is_set():
+                            on_result(d)
+            except BaseException as e:  # noqa: BLE001 - raised again in the caller's thread
+                failures.append(e)
+                stop.set()
+
+        threads = [threading.Thread(target=work, args=(b,), name=f"vm-guest-{i}", daemon=True)
+                   for i, b in enumerate([self] + helpers)]
+        try:
+            for t in threads:
+                t.start()
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.5)
+        finally:
+            stop.set()
+            for b in helpers:
+                b.close()
+        if failures:
+            raise failures[0]
+        return results
 
     def _error_result(self, path: str, e: VMError, vm, seconds: float) -> dict:
         name = path
