@@ -4,6 +4,7 @@ Apply cases whose error texts must match containerd's.)"""
 import json
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -40,9 +41,12 @@ def test_records_argv_and_whole_stream(shim):
     p = run(env, b"a" * 100_000)
     assert p.returncode == 0
     assert p.stdout.split()[1] == b"100000"
+    before = time.time()
     records, offset = mkfs_shim.read_log(str(log))
+    timing = [{k: r.pop(k) for k in ("seconds", "end")} for r in records]
     assert records == [{"argv": ["--tar=f", "--quiet", "/x/layer.erofs"], "fed": 100_000,
                         "eof": True, "returncode": 0}]
+    assert 0 < timing[0]["seconds"] < 60 and timing[0]["end"] <= before
     assert mkfs_shim.read_log(str(log), offset) == ([], offset)
 
 
