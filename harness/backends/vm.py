@@ -29,6 +29,7 @@ import atexit
 import contextlib
 import ctypes
 import dataclasses
+import functools
 import hashlib
 import importlib.util
 import itertools
@@ -50,6 +51,7 @@ REPO = Path(__file__).resolve().parents[2]
 VM_DIR = REPO / "vm"
 PORT_NAME = "layerconf.agent"
 STATE_FORMAT = 1          # bump when the meaning of a saved state changes
+GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"   # vm/agent.py
 SAVE_TIMEOUT_FACTOR = 5   # the boot that saves a state may take this many boot_timeouts
 PANIC_RE = re.compile(r"Kernel panic - not syncing[^\n]*|LAYERCONF-INIT-FAIL[^\n]*|"
                       r"LAYERCONF-AGENT-EXIT[^\n]*")
@@ -182,12 +184,17 @@ def _log_dir() -> Path:
     return _writable_dir(fetch_kernel().cache_root() / "logs", "logs")
 
 
+def _states_dir(kernel: str) -> Path:
+    return _writable_dir(fetch_kernel().cache_root() / "states" / kernel, f"states-{kernel}")
+
+
 def _prune_states(d: Path, keep: int = 6) -> None:
-    """Keep the newest saved states of a kernel (one per machine layout in use)."""
+    """Keep the newest saved states of a kernel (one per machine layout in use), and probes."""
     try:
-        files = sorted(d.glob("*.vmstate"), key=lambda p: p.stat().st_mtime)
-        for p in files[:-keep]:
-            p.unlink()
+        for pattern, n in (("*.vmstate", keep), ("probe-*.json", 4 * keep)):
+            files = sorted(d.glob(pattern), key=lambda p: p.stat().st_mtime)
+            for p in files[:-n]:
+                p.unlink()
     except OSError:
         pass
 
@@ -285,6 +292,7 @@ def _pdeathsig_preexec(parent: int):
 _KVM: dict[str, bool] = {}
 
 
+@functools.lru_cache(maxsize=None)
 def _qemu_version(qemu: str) -> str:
     try:
         return subprocess.run([qemu, "--version"], capture_output=True, text=True,
@@ -619,8 +627,7 @@ class VM:
     def _saved_state(self) -> Path | None:
         """The saved state for this machine, saved now if missing; None when it cannot be (the
         guest then boots). Another process saving the same key meanwhile: boot this once."""
-        d = _writable_dir(fetch_kernel().cache_root() / "states" / self.kernel,
-                          f"states-{self.kernel}")
+        d = _states_dir(self.kernel)
         path = d / f"{self.state_key()}.vmstate"
         if path.is_file():
             return path
@@ -999,6 +1006,16 @@ _PROBES: dict[tuple, dict] = {}
 _SHARED_LOCK = threading.Lock()
 
 
+def _probe_cache(vm: VM) -> Path:
+    """Where the kernel probe of this machine is kept: what it depends on is in the name."""
+    mkfs = shutil.which("mkfs.erofs", path=GUEST_PATH)
+    st = os.stat(mkfs) if mkfs else None
+    parts = [vm.state_key(), hashlib.sha256((VM_DIR / "probe.py").read_bytes()).hexdigest(),
+             mkfs, st and st.st_size, st and st.st_mtime_ns, getattr(vm, "scratch_used", None)]
+    key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
+    return _states_dir(vm.kernel) / f"probe-{key}.json"
+
+
 def _keep_console(result: dict, console, keep) -> None:
     """An engine error in the guest: keep the guest's console log (its last 256 KiB) beside the
     scenario's artifacts, where the person reading them looks."""
@@ -1085,11 +1102,22 @@ class VMBackend:
         return vm
 
     def kernel_probe(self, vm: VM | None = None) -> dict:
-        """vm/probe.py's kernel capabilities of the guest (cached per booted VM)."""
+        """vm/probe.py's kernel capabilities of the guest: cached per booted VM, and on disk per
+        machine (saved-state key), probe.py, mkfs.erofs and scratch kind; a probe with crashed
+        steps is not kept."""
         vm = vm or self.vm()
         key = (id(vm), vm.boots)
         if key not in _PROBES:
-            _PROBES[key] = vm.call("probe", timeout=300)
+            path = _probe_cache(vm)
+            try:
+                _PROBES[key] = json.loads(path.read_text())
+            except (OSError, ValueError):
+                _PROBES[key] = vm.call("probe", timeout=300)
+                if not _PROBES[key].get("errors"):
+                    with contextlib.suppress(OSError):
+                        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+                        tmp.write_text(json.dumps(_PROBES[key]))
+                        os.replace(tmp, path)
         return _PROBES[key]
 
     def probe_capabilities(self) -> dict:
