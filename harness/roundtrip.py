@@ -60,8 +60,15 @@ def _xattr_name(d: Difference) -> str | None:
     return d.attribute[len("xattr "):] if d.attribute.startswith("xattr ") else None
 
 
-# quirk -> does it explain this difference? (context: opaque dirs of the upper)
+# quirk -> does it explain this difference? (context: opaque dirs of the upper, overlay marks)
 QUIRK_RULES = {
+    # Compare walks the upper dir as plain files: a directory renamed under redirect_dir is an
+    # upper dir whose content the overlay takes from the lower named by its redirect xattr, so
+    # the layer lacks what lay in the lower; a metacopy file holds no data, only metadata, so
+    # the layer carries a sparse file of zeros.
+    "no-redirect-metacopy": lambda d, ctx: (
+        d.attribute == "presence" and d.after is None and _under(d.path, ctx["redirect"])) or (
+        d.attribute == "content" and d.path in ctx["metacopy"]),
     # Only security.capability goes into the tar: any other xattr is lost on the way.
     "only-capability-xattr": lambda d, ctx: _xattr_name(d) not in (None, "security.capability")
     and d.after is None,
@@ -115,11 +122,15 @@ def carried(d: Difference) -> bool:
     return d.path != b"/"
 
 
-def explain(differences, profile, before, opaque, epoch=None) -> tuple[dict, dict, list]:
+def explain(differences, profile, before, opaque, epoch=None, marks=None) -> tuple[dict, dict, list]:
     """(quirk -> differences, limit -> differences, unexplained) for the profile's quirks.
     `opaque` maps the upper's opaque directories to the xattr namespace that marks them; `epoch`
-    is the Compare's SOURCE_DATE_EPOCH (seconds) or None."""
+    is the Compare's SOURCE_DATE_EPOCH (seconds) or None; `marks` the upper's redirect
+    directories and metacopy files (overlay_marks)."""
+    marks = marks or {}
     ctx = {"before": before, "opaque": frozenset(opaque),
+           "redirect": frozenset(marks.get("redirect", ())),
+           "metacopy": frozenset(marks.get("metacopy", ())),
            "epoch_ns": None if epoch is None else epoch * 10**9,
            "user_opaque": frozenset(p for p, ns in opaque.items() if ns == "user")}
     by_quirk: dict[str, list] = {}
@@ -137,8 +148,9 @@ def explain(differences, profile, before, opaque, epoch=None) -> tuple[dict, dic
     return by_quirk, by_limit, unexplained
 
 
-def verdict(differences, profile, before, opaque, max_lines: int = 30, epoch=None) -> Check:
-    by_quirk, by_limit, unexplained = explain(differences, profile, before, opaque, epoch)
+def verdict(differences, profile, before, opaque, max_lines: int = 30, epoch=None,
+            marks=None) -> Check:
+    by_quirk, by_limit, unexplained = explain(differences, profile, before, opaque, epoch, marks)
     lines = []
     if unexplained:
         lines.append(f"{len(unexplained)} difference(s) between the merged upper before Compare "
@@ -221,11 +233,31 @@ def opaque_dirs(upper_dir: str) -> dict[bytes, str]:
     return out
 
 
-def capture_upper(oracle, st) -> tuple[dict, dict]:
-    """The scenario's merged upper as the kernel shows it, and its opaque directories."""
+def overlay_marks(upper_dir: str) -> dict[str, set[bytes]]:
+    """What overlay features left in the upper dir: `redirect` = directories whose content comes
+    from a lower elsewhere (redirect_dir), `metacopy` = files holding metadata only (metacopy),
+    in either xattr namespace (userxattr mounts use user.overlay.*)."""
+    root = os.fsencode(upper_dir)
+    out: dict[str, set[bytes]] = {"redirect": set(), "metacopy": set()}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            for mark in out:
+                for ns in ("trusted", "user"):
+                    try:
+                        os.getxattr(path, f"{ns}.overlay.{mark}", follow_symlinks=False)
+                    except OSError:
+                        continue
+                    out[mark].add(path[len(root):])
+    return out
+
+
+def capture_upper(oracle, st) -> tuple[dict, dict, dict]:
+    """The scenario's merged upper as the kernel shows it, its opaque directories and its
+    overlay marks."""
     target = os.path.join(st.workdir, f"rt-before-{uuid.uuid4().hex[:6]}")
     with state.mounted(oracle, st.upper_key, target):
-        return capture(target), opaque_dirs(st.upper_dir)
+        return capture(target), opaque_dirs(st.upper_dir), overlay_marks(st.upper_dir)
 
 
 def mtime_precision(tar: bytes | None) -> int:
@@ -246,7 +278,7 @@ def mtime_precision(tar: bytes | None) -> int:
     return 10**9
 
 
-def round_trip(oracle, st, go_outcome, before, opaque, profile, epoch=None) -> Check:
+def round_trip(oracle, st, go_outcome, before, opaque, marks, profile, epoch=None) -> Check:
     """Apply containerd's Compare blob with containerd's erofs Apply and compare the mount."""
     if go_outcome is None or go_outcome.error or go_outcome.blob is None:
         why = go_outcome.error.splitlines()[0] if go_outcome and go_outcome.error else "no blob"
@@ -272,7 +304,7 @@ def round_trip(oracle, st, go_outcome, before, opaque, profile, epoch=None) -> C
             return Check(NAME, Status.ERROR, f"mounting the applied layer failed: {e}")
         precision = mtime_precision(go_outcome.tar)
         return verdict(diff(before, after, mtime_precision_ns=precision), profile, before, opaque,
-                       epoch=epoch)
+                       epoch=epoch, marks=marks)
     finally:
         with contextlib.suppress(ContainerdError, OracleError):   # never hide the first error
             oracle.remove(key)

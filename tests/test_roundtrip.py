@@ -199,7 +199,7 @@ def test_b21_a_read_only_view_of_an_applied_layer_has_a_0777_root(session, tmp_p
     oracle = session.oracle()
     scenario = load(REPO / "scenarios/basic/new-nested-tree.yaml")
     with state.build(scenario, oracle, session.base) as st:
-        before, _ = roundtrip.capture_upper(oracle, st)
+        before, *_ = roundtrip.capture_upper(oracle, st)
         go = runner.go_compare(oracle, "erofs", st, OCI_TAR, None)
         key = "b21-apply"
         oracle.prepare(key, "")
