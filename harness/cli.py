@@ -78,6 +78,7 @@ def _run_cells(files, args, on_result=None):
     except axes.AxisError as e:
         raise UsageError(str(e)) from None
     out = []
+    open_vm = None              # (kernel, backend): cells of one kernel share its guest
     for cell in cells:
         opts = cell.run_options()
         if args.backend != "host":
@@ -87,9 +88,13 @@ def _run_cells(files, args, on_result=None):
         # one artifacts folder per cell, so the cells do not overwrite each other
         keep = os.path.join(args.keep, cell.slug(varying)) if args.keep and varying else args.keep
         options = runner.RunOptions(keep=keep, keep_all=args.keep_all, timeout=args.timeout, **opts)
+        kernel = cell.get("kernel") or "6.12"
+        if open_vm and open_vm[0] != kernel:
+            open_vm[1].close()
+            open_vm = None
         try:
-            backend = open_backend(args.backend, kernel=cell.get("kernel") or "6.12",
-                                   options=options)
+            backend = open_backend(args.backend, kernel=kernel, options=options,
+                                   **({"rw_dirs": [os.path.abspath(args.keep)]} if args.keep else {}))
         except BackendError as e:
             raise UsageError(str(e)) from None
         results = []
@@ -99,9 +104,16 @@ def _run_cells(files, args, on_result=None):
                 results.append(r)
                 if on_result:
                     on_result(cell, r, varying)
-        finally:
+        except BaseException:
+            backend.close()
+            raise
+        if getattr(backend, "name", "") == "vm":
+            open_vm = (kernel, backend)     # the next cell of this kernel reuses its guest
+        else:
             backend.close()
         out.append((cell, results))
+    if open_vm:
+        open_vm[1].close()
     return out, varying
 
 
@@ -260,8 +272,8 @@ def cmd_matrix(args) -> int:
 
 
 def matrix_table(ran, varying) -> str:
-    """The scenarios by cell ('*' marks a row whose cells differ), then each differing row's
-    cells with the first line of their message (pure)."""
+    """The scenarios by cell ('*' marks a row whose cells differ in status or in the quirks
+    that explain them), then each differing row's cells with what made their status (pure)."""
     cols = [cell.label(varying) or "result" for cell, _ in ran]
     table: dict[str, list] = {}
     for i, (_, results) in enumerate(ran):
@@ -273,7 +285,8 @@ def matrix_table(ran, varying) -> str:
     differ = []
     for name, row in table.items():
         shown = [CELL[r.status] if r else "-" for r in row]
-        mark = "*" if len(set(shown)) > 1 else " "
+        quirks = {tuple(sorted({q for c in r.checks for q in c.quirks})) if r else None for r in row}
+        mark = "*" if len(set(shown)) > 1 or len(quirks) > 1 else " "
         if mark == "*":
             differ.append((name, row))
         lines.append(f"{mark} {name:<{width - 2}}  " + "  ".join(f"{c:<{cw}}" for c in shown))
@@ -292,7 +305,10 @@ def matrix_table(ran, varying) -> str:
 def _why(r) -> str:
     """What made a result's status: its checks of that status with their quirks, else its
     message's first line."""
-    checks = [c for c in r.checks if c.status == r.status and not c.info and c.status != Status.PASS]
+    if r.status == Status.PASS:
+        return ""
+    checks = [c for c in r.checks if c.status in (r.status, Status.XFAIL) and not c.info
+              and c.status != Status.PASS]
     if checks:
         return "; ".join(c.name.split(":")[0] + (f" [{', '.join(c.quirks)}]" if c.quirks else "")
                          for c in checks)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import subprocess
 import uuid
 
@@ -36,6 +37,11 @@ def _under(path: bytes, dirs) -> bool:
 def _node(ctx, path: bytes, kind: str, rdev=None) -> bool:
     n = ctx["before"].get(path)
     return n is not None and n.type == kind and (rdev is None or n.rdev == rdev)
+
+
+def _node_inode(ctx, path: bytes):
+    n = ctx["before"].get(path)
+    return n.inode if n is not None and n.inode is not None else None
 
 
 def _base(path: bytes) -> bytes:
@@ -65,10 +71,13 @@ QUIRK_RULES = {
     # Compare walks the upper dir as plain files: a directory renamed under redirect_dir is an
     # upper dir whose content the overlay takes from the lower named by its redirect xattr, so
     # the layer lacks what lay in the lower; a metacopy file holds no data, only metadata, so
-    # the layer carries a sparse file of zeros.
+    # the layer carries a sparse file of zeros; a lower hardlink written under index=on is
+    # copied up once and kept linked through the index, so its other names change in the
+    # merged view but not in the upper, and the layer has neither the change nor the link.
     "no-redirect-metacopy": lambda d, ctx: (
         d.attribute == "presence" and d.after is None and _under(d.path, ctx["redirect"])) or (
-        d.attribute == "content" and d.path in ctx["metacopy"]),
+        d.attribute == "content" and d.path in ctx["metacopy"]) or (
+        _node_inode(ctx, d.path) in ctx["index_groups"]),
     # Only security.capability goes into the tar: any other xattr is lost on the way.
     "only-capability-xattr": lambda d, ctx: _xattr_name(d) not in (None, "security.capability")
     and d.after is None,
@@ -128,9 +137,11 @@ def explain(differences, profile, before, opaque, epoch=None, marks=None) -> tup
     is the Compare's SOURCE_DATE_EPOCH (seconds) or None; `marks` the upper's redirect
     directories and metacopy files (overlay_marks)."""
     marks = marks or {}
+    indexed = [before[p].inode for p in marks.get("indexed", ()) if p in before]
     ctx = {"before": before, "opaque": frozenset(opaque),
            "redirect": frozenset(marks.get("redirect", ())),
            "metacopy": frozenset(marks.get("metacopy", ())),
+           "index_groups": frozenset(i for i in indexed if i is not None),
            "epoch_ns": None if epoch is None else epoch * 10**9,
            "user_opaque": frozenset(p for p, ns in opaque.items() if ns == "user")}
     by_quirk: dict[str, list] = {}
@@ -233,22 +244,37 @@ def opaque_dirs(upper_dir: str) -> dict[bytes, str]:
     return out
 
 
+def _has_overlay_xattr(path: bytes, name: str) -> bool:
+    for ns in ("trusted", "user"):          # userxattr mounts use user.overlay.*
+        try:
+            os.getxattr(path, f"{ns}.overlay.{name}", follow_symlinks=False)
+            return True
+        except OSError:
+            pass
+    return False
+
+
 def overlay_marks(upper_dir: str) -> dict[str, set[bytes]]:
     """What overlay features left in the upper dir: `redirect` = directories whose content comes
     from a lower elsewhere (redirect_dir), `metacopy` = files holding metadata only (metacopy),
-    in either xattr namespace (userxattr mounts use user.overlay.*)."""
+    `indexed` = copied-up files the overlay index links (index=on: an origin xattr and a second
+    link, the index entry in the workdir)."""
     root = os.fsencode(upper_dir)
-    out: dict[str, set[bytes]] = {"redirect": set(), "metacopy": set()}
+    out: dict[str, set[bytes]] = {"redirect": set(), "metacopy": set(), "indexed": set()}
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
             path = os.path.join(dirpath, name)
-            for mark in out:
-                for ns in ("trusted", "user"):
-                    try:
-                        os.getxattr(path, f"{ns}.overlay.{mark}", follow_symlinks=False)
-                    except OSError:
-                        continue
-                    out[mark].add(path[len(root):])
+            rel = path[len(root):]
+            for mark in ("redirect", "metacopy"):
+                if _has_overlay_xattr(path, mark):
+                    out[mark].add(rel)
+            if name in filenames and _has_overlay_xattr(path, "origin"):
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    continue
+                if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                    out["indexed"].add(rel)
     return out
 
 

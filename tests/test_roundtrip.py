@@ -159,7 +159,26 @@ def test_overlay_marks_read_the_upper_xattrs(tmp_path):
         os.setxattr(tmp_path / "m", "user.overlay.metacopy", b"")
     except OSError as e:
         pytest.skip(f"no user.* xattrs on {tmp_path}: {e}")
-    assert roundtrip.overlay_marks(str(tmp_path)) == {"redirect": {b"/e"}, "metacopy": {b"/m"}}
+    assert roundtrip.overlay_marks(str(tmp_path)) == {"redirect": {b"/e"}, "metacopy": {b"/m"},
+                                                      "indexed": set()}
+
+
+def test_b13_index_excuses_the_other_names_of_an_indexed_copy_up_only():
+    """index=on: `a` (copied up, linked by the index) and `b` (its lower hardlink) show the new
+    content together; the layer has `a` alone, so `b` keeps the old content and the link is
+    gone. Another hardlink group changing is not excused."""
+    ab = (1, 7)
+    before = {**ROOT, b"/a": node(digest="new", inode=ab), b"/b": node(digest="new", inode=ab),
+              b"/x": node(digest="new", inode=(1, 9)), b"/y": node(digest="new", inode=(1, 9))}
+    after = {**ROOT, b"/a": node(digest="new"), b"/b": node(digest="old"),
+             b"/x": node(digest="new", inode=(2, 9)), b"/y": node(digest="new", inode=(2, 9))}
+    ds = diff(before, after)
+    check = roundtrip.verdict(ds, CD, before, {}, marks={"indexed": {b"/a"}})
+    assert check.status == Status.XFAIL and "/b: content" in check.explanation
+    assert roundtrip.verdict(ds, CD, before, {}, marks={}).status == Status.FAIL
+    after[b"/y"] = node(digest="old")
+    ds = diff(before, after)
+    assert roundtrip.verdict(ds, CD, before, {}, marks={"indexed": {b"/a"}}).status == Status.FAIL
 
 
 def test_format_limits_pass_with_a_note_and_the_root_is_not_compared():
