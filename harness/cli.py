@@ -285,7 +285,7 @@ def matrix_table(ran, varying) -> str:
     differ = []
     for name, row in table.items():
         shown = [CELL[r.status] if r else "-" for r in row]
-        quirks = {tuple(sorted({q for c in r.checks for q in c.quirks})) if r else None for r in row}
+        quirks = {tuple(sorted(_quirks(r))) if r else None for r in row}
         mark = "*" if len(set(shown)) > 1 or len(quirks) > 1 else " "
         if mark == "*":
             differ.append((name, row))
@@ -295,11 +295,20 @@ def matrix_table(ran, varying) -> str:
         lines.append(f"{len(differ)} scenario(s) differ between cells" + (":" if differ else "."))
         for name, row in differ:
             lines.append(f"  {name}")
+            sets = [_quirks(r) for r in row if r]
+            common = set.intersection(*sets) if sets else set()
             for col, r in zip(cols, row):
-                why = _why(r) if r else "not run"
-                lines.append(f"    {col}: {CELL[r.status] if r else '-'}"
-                             + (f" ({why[:200]})" if why else ""))
+                if r is None:
+                    lines.append(f"    {col}: - (not run)")
+                    continue
+                only = sorted(_quirks(r) - common)
+                why = f"quirks only here: {', '.join(only)}" if only else _why(r)[:200]
+                lines.append(f"    {col}: {CELL[r.status]}" + (f" ({why})" if why else ""))
     return "\n".join(lines)
+
+
+def _quirks(r) -> set[str]:
+    return {q for c in r.checks for q in c.quirks}
 
 
 def _why(r) -> str:

@@ -97,12 +97,14 @@ def test_matrix_table_marks_rows_that_differ_and_says_why():
     assert rows[0].split() == ["SCENARIO", "overlay", "default", "overlay", "metacopy=on"]
     assert rows[1].startswith("* a") and rows[2].startswith("  b")
     assert "1 scenario(s) differ between cells:" in text
-    assert "overlay metacopy=on: known quirk (round trip [no-redirect-metacopy])" in text
+    assert "overlay metacopy=on: known quirk (quirks only here: no-redirect-metacopy)" in text
     assert "    overlay default: identical\n" in text
     # the same status explained by other quirks is a difference too
     ran[1] = (cells[1], [_r("a", Status.PASS), _r("b", Status.XFAIL, ["other"])])
     text = matrix_table(ran, varying)
-    assert text.splitlines()[2].startswith("* b") and "overlay metacopy=on: known quirk (round trip [other])" in text
+    assert text.splitlines()[2].startswith("* b")
+    assert "overlay default: known quirk (quirks only here: q)" in text
+    assert "overlay metacopy=on: known quirk (quirks only here: other)" in text
 
 
 # -- kernel capability records -------------------------------------------------------------------
