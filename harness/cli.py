@@ -93,8 +93,11 @@ def _run_cells(files, args, on_result=None):
             open_vm[1].close()
             open_vm = None
         try:
-            backend = open_backend(args.backend, kernel=kernel, options=options,
-                                   **({"rw_dirs": [os.path.abspath(args.keep)]} if args.keep else {}))
+            # a guest's boot is an external call too: under load TCG boots take minutes
+            vm_options = {"boot_timeout": max(60.0, args.timeout)}
+            if args.keep:
+                vm_options["rw_dirs"] = [os.path.abspath(args.keep)]
+            backend = open_backend(args.backend, kernel=kernel, options=options, **vm_options)
         except BackendError as e:
             raise UsageError(str(e)) from None
         results = []
@@ -689,8 +692,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="keep artifacts of passing scenarios too")
         p.add_argument("--timeout", type=_seconds, default=300.0,
                        help="deadline in seconds of each external call (oracle request, "
-                            "mkfs.erofs, mount; default 300); a scenario's `timeout:` key "
-                            "overrides it")
+                            "mkfs.erofs, mount, a guest's boot; default 300); a scenario's "
+                            "`timeout:` key overrides it")
         p.add_argument("--mkfs", default="", metavar="VERSION|all",
                        help="erofs-utils version to run (pinned in erofs-utils/versions.txt; "
                             "default: the system's mkfs.erofs); all: each pinned version in turn")
@@ -788,7 +791,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "sub-folder per cell")
     p.add_argument("--keep-all", action="store_true", help="keep artifacts of passing scenarios too")
     p.add_argument("--timeout", type=_seconds, default=300.0,
-                   help="deadline in seconds of each external call (default 300)")
+                   help="deadline in seconds of each external call, a guest's boot included "
+                        "(default 300)")
     p.add_argument("-q", "--quiet", action="store_true", help="no line per scenario")
     p.set_defaults(fn=cmd_matrix)
 
