@@ -52,48 +52,90 @@ def cmd_run(args) -> int:
     return _run_files(files, args)
 
 
-def _run_files(files, args, results=None) -> int:
-    """Run scenario files on the chosen backend (for each erofs-utils version and kernel asked
-    for), print the summary; the exit code."""
-    from . import erofs_utils, runner
+def _axis_values(args) -> dict[str, list[str]]:
+    """The axes' flag values of `run` (single values) or `matrix` (repeatable)."""
+    from .axes import AXES
+    given = {}
+    for a in AXES:
+        v = getattr(args, a.name, None)
+        given[a.name] = [] if not v else list(v) if isinstance(v, list) else [v]
+    if getattr(args, "backend", "host") == "host":
+        if len(given["kernel"]) > 1 or "all" in given["kernel"] or \
+                any("," in k for k in given["kernel"]):
+            raise UsageError("--kernel with more than one kernel needs --backend vm (the host "
+                             "backend runs on this machine's kernel)")
+        given["kernel"] = []
+    return given
+
+
+def _run_cells(files, args, on_result=None):
+    """Run the files in every cell of the axes (harness/axes.py); [(cell, results)] and the
+    names of the axes that vary."""
+    from . import axes, runner
     from .backends import BackendError, open_backend
+    try:
+        cells, varying = axes.cells(_axis_values(args))
+    except axes.AxisError as e:
+        raise UsageError(str(e)) from None
+    out = []
+    open_vm = None              # (kernel, backend): cells of one kernel share its guest
+    for cell in cells:
+        opts = cell.run_options()
+        if args.backend != "host":
+            from .oracle import binary_path, ensure_built
+            if not binary_path(opts["containerd"]).exists():
+                ensure_built(opts["containerd"])   # the guest runs the host's build, never builds
+        # one artifacts folder per cell, so the cells do not overwrite each other
+        keep = os.path.join(args.keep, cell.slug(varying)) if args.keep and varying else args.keep
+        options = runner.RunOptions(keep=keep, keep_all=args.keep_all, timeout=args.timeout, **opts)
+        kernel = cell.get("kernel") or "6.12"
+        if open_vm and open_vm[0] != kernel:
+            open_vm[1].close()
+            open_vm = None
+        try:
+            # a guest's boot is an external call too: under load TCG boots take minutes
+            vm_options = {"boot_timeout": max(60.0, args.timeout)}
+            if args.keep:
+                vm_options["rw_dirs"] = [os.path.abspath(args.keep)]
+            backend = open_backend(args.backend, kernel=kernel, options=options, **vm_options)
+        except BackendError as e:
+            raise UsageError(str(e)) from None
+        results = []
+
+        def one(d, cell=cell):
+            r = runner.result_from_dict(d)
+            results.append(r)
+            if on_result:
+                on_result(cell, r, varying)
+        try:
+            # a VM backend spreads the files over one guest per CPU (harness/backends/vm.py)
+            backend.run_files([str(f) for f in files], one)
+        except BaseException:
+            backend.close()
+            raise
+        if getattr(backend, "name", "") == "vm":
+            open_vm = (kernel, backend)     # the next cell of this kernel reuses its guest
+        else:
+            backend.close()
+        out.append((cell, results))
+    if open_vm:
+        open_vm[1].close()
+    return out, varying
+
+
+def _run_files(files, args, results=None) -> int:
+    """Run scenario files on the chosen backend (in every cell of the axes asked for), print
+    the summary; the exit code."""
     from .report import terminal
-    if args.backend != "host":
-        from .oracle import binary_path, ensure_built, resolve
-        containerd = resolve(args.containerd)
-        if not binary_path(containerd).exists():
-            ensure_built(containerd)     # the guest runs the host's build, never builds
-    kernels = ["6.1", "6.12"] if args.kernel == "all" else [args.kernel]
-    mkfs_versions = erofs_utils.versions() if args.mkfs == "all" else [args.mkfs]
     results = [] if results is None else results
-    for mkfs in mkfs_versions:
-        # one artifacts folder per erofs-utils version, so the runs do not overwrite each other
-        keep = os.path.join(args.keep, f"mkfs-{mkfs}") if args.keep and len(mkfs_versions) > 1 \
-            else args.keep
-        options = runner.RunOptions(containerd=args.containerd, keep=keep,
-                                    keep_all=args.keep_all, timeout=args.timeout, mkfs=mkfs)
-        for kernel in (kernels if args.backend == "vm" else [None]):
-            try:
-                backend = open_backend(args.backend, kernel=kernel or "6.12", options=options)
-            except BackendError as e:
-                raise UsageError(str(e)) from None
-            axes = [a for a, many in ((kernel, len(kernels) > 1),
-                                      (f"mkfs {mkfs}", len(mkfs_versions) > 1)) if a and many]
 
-            def result(d, axes=axes):
-                r = runner.result_from_dict(d)
-                if axes:
-                    r.scenario = f"{r.scenario}[{', '.join(axes)}]"
-                return r
-
-            def show(d):
-                if not args.quiet:
-                    r = result(d)
-                    print(f"{r.status.value.upper():6} {r.scenario}", flush=True)
-            try:
-                results += [result(d) for d in backend.run_files([str(f) for f in files], show)]
-            finally:
-                backend.close()
+    def show(cell, r, varying):
+        if varying:
+            r.scenario = f"{r.scenario}[{cell.label(varying)}]"
+        results.append(r)
+        if not args.quiet:
+            print(f"{r.status.value.upper():6} {r.scenario}", flush=True)
+    _run_cells(files, args, show)
     terminal.print_table(results)
     return _report(results, args)
 
@@ -199,50 +241,93 @@ CELL = {Status.PASS: "identical", Status.XFAIL: "known quirk", Status.FAIL: "fai
 def _versions(selected) -> list[str]:
     """--containerd values (versions, commits, source trees; default: every listed version),
     resolved to the oracle's names and sorted by (base) version."""
-    from .oracle import resolve, versions
-    from .reference.profiles import parse_version
-    resolved = [resolve(v) for v in selected] if selected else versions()
-    return sorted(dict.fromkeys(resolved), key=parse_version)
+    from .axes import AXES_BY_NAME
+    return AXES_BY_NAME["containerd"].values(list(selected or ["all"]))
 
 
 def cmd_matrix(args) -> int:
-    """Every scenario x every listed containerd version (x erofs-utils version), in host mode."""
-    from . import erofs_utils, runner
+    """Every scenario in every cell of the axes (containerd x erofs-utils x kernel x overlay
+    options): a summary line and a JUnit file per cell, then the table of scenarios by cell,
+    and the scenarios whose outcome differs between cells."""
     from .report.junit import write_junit
     files = _scenario_files(args.paths, args.tag, args.k)
-    mkfs_all = erofs_utils.versions() if args.mkfs == "all" else [args.mkfs]
-    cells = [(v, m) for v in _versions(args.containerd) for m in mkfs_all]
-    label = {c: c[0] + (f"+mkfs{c[1]}" if len(mkfs_all) > 1 else "") for c in cells}
-    table: dict[str, dict[str, Status]] = {}
+    if not files:
+        raise UsageError("no scenario matched")
+    args.containerd = args.containerd or ["all"]
+    if args.backend is None:
+        args.backend = "vm" if args.kernel else "host"
+
+    def progress(cell, r, varying):
+        if not args.quiet:
+            print(f"{r.status.value.upper():6} {r.scenario} [{cell.label(varying) or 'one cell'}]",
+                  flush=True)
+    ran, varying = _run_cells(files, args, progress)
     failed = False
-    for cell in cells:
-        v, mkfs = cell
-        results = []
-        with runner.Session(runner.RunOptions(containerd=v, mkfs=mkfs)) as session:
-            for f in files:
-                try:
-                    r = runner.run_scenario(load(f), session)
-                except ScenarioError as e:
-                    r = runner.ScenarioResult(scenario=str(f), path=str(f), status=Status.ERROR,
-                                              message=str(e))
-                results.append(r)
-                table.setdefault(r.scenario, {})[label[cell]] = r.status
+    for cell, results in ran:
         counts = {c: sum(1 for r in results if CELL[r.status] == c) for c in dict.fromkeys(CELL.values())}
-        print(f"containerd {v}{' mkfs.erofs ' + mkfs if mkfs else ''}: "
-              + ", ".join(f"{n} {c}" for c, n in counts.items()), flush=True)
+        print(f"{cell.label()}: " + ", ".join(f"{n} {c}" for c, n in counts.items() if n), flush=True)
         failed |= any(r.status.failed for r in results)
         if args.junit_dir:
-            os.makedirs(args.junit_dir, exist_ok=True)
-            write_junit(results, os.path.join(args.junit_dir, f"containerd-{label[cell]}.xml"),
-                        properties=_props(results[0].environment if results else {}),
-                        suite_name=f"layerconf containerd {label[cell]}")
-    cols = [label[c] for c in cells]
-    width = max([len("SCENARIO")] + [len(n) for n in table])
-    cw = max([11] + [len(c) for c in cols])
-    print(f"{'SCENARIO':<{width}}  " + "  ".join(f"{c:<{cw}}" for c in cols))
-    for name, row in table.items():
-        print(f"{name:<{width}}  " + "  ".join(f"{CELL[row[c]]:<{cw}}" for c in cols))
+            env = results[0].environment if results else {}
+            props = dict(_props(env), **{f"axis.{n}": str(v) for n, v in cell.values})
+            write_junit(results, os.path.join(args.junit_dir, f"{cell.slug()}.xml"),
+                        properties=props, suite_name=f"layerconf {cell.label()}")
+    print()
+    print(matrix_table(ran, varying))
     return 1 if failed else 0
+
+
+def matrix_table(ran, varying) -> str:
+    """The scenarios by cell ('*' marks a row whose cells differ in status or in the quirks
+    that explain them), then each differing row's cells with what made their status (pure)."""
+    cols = [cell.label(varying) or "result" for cell, _ in ran]
+    table: dict[str, list] = {}
+    for i, (_, results) in enumerate(ran):
+        for r in results:
+            table.setdefault(r.scenario, [None] * len(ran))[i] = r
+    width = max([len("SCENARIO")] + [len(n) for n in table]) + 2
+    cw = max([11] + [len(c) for c in cols])
+    lines = [f"{'SCENARIO':<{width}}  " + "  ".join(f"{c:<{cw}}" for c in cols)]
+    differ = []
+    for name, row in table.items():
+        shown = [CELL[r.status] if r else "-" for r in row]
+        quirks = {tuple(sorted(_quirks(r))) if r else None for r in row}
+        mark = "*" if len(set(shown)) > 1 or len(quirks) > 1 else " "
+        if mark == "*":
+            differ.append((name, row))
+        lines.append(f"{mark} {name:<{width - 2}}  " + "  ".join(f"{c:<{cw}}" for c in shown))
+    if len(ran) > 1:
+        lines.append("")
+        lines.append(f"{len(differ)} scenario(s) differ between cells" + (":" if differ else "."))
+        for name, row in differ:
+            lines.append(f"  {name}")
+            sets = [_quirks(r) for r in row if r]
+            common = set.intersection(*sets) if sets else set()
+            for col, r in zip(cols, row):
+                if r is None:
+                    lines.append(f"    {col}: - (not run)")
+                    continue
+                only = sorted(_quirks(r) - common)
+                why = f"quirks only here: {', '.join(only)}" if only else _why(r)[:200]
+                lines.append(f"    {col}: {CELL[r.status]}" + (f" ({why})" if why else ""))
+    return "\n".join(lines)
+
+
+def _quirks(r) -> set[str]:
+    return {q for c in r.checks for q in c.quirks}
+
+
+def _why(r) -> str:
+    """What made a result's status: its checks of that status with their quirks, else its
+    message's first line."""
+    if r.status == Status.PASS:
+        return ""
+    checks = [c for c in r.checks if c.status in (r.status, Status.XFAIL) and not c.info
+              and c.status != Status.PASS]
+    if checks:
+        return "; ".join(c.name.split(":")[0] + (f" [{', '.join(c.quirks)}]" if c.quirks else "")
+                         for c in checks)
+    return (r.message.splitlines() or [""])[0]
 
 
 def go_signature(result) -> dict:
@@ -602,18 +687,23 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--backend", default=os.environ.get("LAYERCONF_BACKEND", "vm"),
                        choices=("host", "vm", "auto"),
                        help="vm (default, no root needed) or host (root)")
-        p.add_argument("--kernel", default="6.12", choices=("6.1", "6.12", "all"))
+        p.add_argument("--kernel", default="6.12", metavar="NAME|all",
+                       help="guest kernel (vm/kernels.toml: 6.1, 6.12, 7.3), a comma list or all")
         p.add_argument("--containerd", default="", help=CONTAINERD_HELP)
         p.add_argument("--keep", default="artifacts", help="folder for failing scenarios' artifacts")
         p.add_argument("--keep-all", action="store_true",
                        help="keep artifacts of passing scenarios too")
         p.add_argument("--timeout", type=_seconds, default=300.0,
                        help="deadline in seconds of each external call (oracle request, "
-                            "mkfs.erofs, mount; default 300); a scenario's `timeout:` key "
-                            "overrides it")
+                            "mkfs.erofs, mount, a guest's boot; default 300); a scenario's "
+                            "`timeout:` key overrides it")
         p.add_argument("--mkfs", default="", metavar="VERSION|all",
                        help="erofs-utils version to run (pinned in erofs-utils/versions.txt; "
                             "default: the system's mkfs.erofs); all: each pinned version in turn")
+        p.add_argument("--overlay", action="append", default=[], metavar="OPTIONS|all",
+                       help="overlay mount options of the upper's overlay (redirect_dir=on,"
+                            "metacopy=on), repeatable: each a run; all: the kernel's defaults "
+                            "and each feature in turn")
         p.add_argument("--junit", help="write JUnit XML here")
         p.add_argument("--markdown", help="write a Markdown summary here")
         p.add_argument("-q", "--quiet", action="store_true")
@@ -690,13 +780,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="folder for the recordings (default: fixtures/golden)")
     p.set_defaults(fn=cmd_golden_record)
 
-    p = sub.add_parser("matrix", help="every scenario x every containerd version (host mode)")
+    p = sub.add_parser("matrix", help="every scenario in every cell of the axes: containerd x "
+                       "erofs-utils x kernel x overlay options (harness/axes.py)")
     common(p)
-    p.add_argument("--containerd", action="append",
-                   help="only these (repeatable): " + CONTAINERD_HELP)
-    p.add_argument("--junit-dir", help="write one JUnit file per version here")
-    p.add_argument("--mkfs", default="", metavar="VERSION|all",
-                   help="erofs-utils version(s) as a second axis (erofs-utils/versions.txt)")
+    from .axes import AXES
+    for axis in AXES:
+        p.add_argument(f"--{axis.name}", action="append", default=[], help=axis.help +
+                       (" (default: every listed version)" if axis.name == "containerd" else ""))
+    p.add_argument("--backend", default=None, choices=("host", "vm", "auto"),
+                   help="default: vm with --kernel, else host (root)")
+    p.add_argument("--junit-dir", help="write one JUnit file per cell here")
+    p.add_argument("--keep", default=None, help="folder for failing scenarios' artifacts, a "
+                   "sub-folder per cell")
+    p.add_argument("--keep-all", action="store_true", help="keep artifacts of passing scenarios too")
+    p.add_argument("--timeout", type=_seconds, default=300.0,
+                   help="deadline in seconds of each external call, a guest's boot included "
+                        "(default 300)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no line per scenario")
     p.set_defaults(fn=cmd_matrix)
 
     p = sub.add_parser("bisect", help="first containerd version (or commit) whose Go output changes")

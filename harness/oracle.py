@@ -185,8 +185,8 @@ class Oracle:
     """One long-lived `layerconf-oracle serve` process. Use as a context manager."""
 
     def __init__(self, version: str, root: str, *, mkfs_options=(), tar_index: bool = False,
-                 timeout: float = 300, log_path: str | None = None, binary: str | None = None,
-                 env: dict | None = None):
+                 overlay=(), timeout: float = 300, log_path: str | None = None,
+                 binary: str | None = None, env: dict | None = None):
         self.version = version
         self.env = dict(env or {})          # extra environment (e.g. a recording mkfs.erofs on PATH)
         self.root = root
@@ -194,6 +194,7 @@ class Oracle:
         self.binary = binary or str(binary_path(version))
         self.mkfs_options = list(mkfs_options)
         self.tar_index = tar_index
+        self.overlay = list(overlay)        # the snapshotter's ovl_mount_options
         self.log_path = log_path or os.path.join(root, "oracle.log")
         self.proc: subprocess.Popen | None = None
         self._buf = b""
@@ -211,6 +212,8 @@ class Oracle:
             argv += ["--mkfs-option", opt]
         if self.tar_index:
             argv.append("--tar-index")
+        for opt in self.overlay:
+            argv += ["--ovl-option", opt]
         self._log = open(self.log_path, "ab")
         # In-process gzip decoding, as the reference models it (not igzip/unpigz from PATH).
         env = dict(os.environ, CONTAINERD_DISABLE_IGZIP="1", CONTAINERD_DISABLE_PIGZ="1",

@@ -14,7 +14,8 @@ import time
 import traceback
 from dataclasses import dataclass
 
-from . import capabilities, erofs_utils, mkfs_shim, phases, roundtrip, spool, srctree, state
+from . import (capabilities, erofs_utils, mkfs_shim, overlayopts, phases, roundtrip, spool,
+               srctree, state)
 from .applycheck import apply_checks, cross_decode
 from .oracle import ContainerdError, Oracle, OracleError, ensure_built, resolve
 from .reference import compare as ref_compare
@@ -40,12 +41,15 @@ class RunOptions:
                                          # mount); a scenario's `timeout:` key overrides it
     mkfs: str = ""                       # erofs-utils version (erofs-utils/versions.txt); "" =
                                          # the system's mkfs.erofs
+    overlay: tuple[str, ...] = ()        # overlay mount options of the upper's overlay (the
+                                         # snapshotter's ovl_mount_options); a scenario's add to them
 
     start_dir: str | None = None         # names of files outside scenarios/ are relative to it
 
     def __post_init__(self):
         self.containerd = resolve(self.containerd)
         self.start_dir = self.start_dir or os.getcwd()   # the host's, also inside the VM
+        self.overlay = overlayopts.normalise(self.overlay)   # a list when it came through JSON
 
 
 class Session:
@@ -81,9 +85,11 @@ class Session:
             self._tmp = tempfile.mkdtemp(prefix="layerconf-", dir=self.options.workdir)
         return self._tmp
 
-    def oracle(self, mkfs_options=(), tar_index: bool = False) -> Oracle:
-        """The oracle for an erofs differ configuration (one process each, started once)."""
-        key = (tuple(mkfs_options), tar_index)
+    def oracle(self, mkfs_options=(), tar_index: bool = False, overlay=None) -> Oracle:
+        """The oracle for an erofs differ and snapshotter configuration (one process each,
+        started once); `overlay`: the overlay options (default: the run's)."""
+        overlay = self.options.overlay if overlay is None else tuple(overlay)
+        key = (tuple(mkfs_options), tar_index, overlay)
         old = self._oracles.get(key)
         if old is not None and not old.alive:
             # Killed at a deadline (or crashed): its mounts and snapshots are gone with it, so
@@ -109,7 +115,7 @@ class Session:
             self._started += 1
             root = os.path.join(self.base, f"root{self._started}")
             oracle = Oracle(self.options.containerd, root, mkfs_options=key[0],
-                            tar_index=tar_index, timeout=self.timeout,
+                            tar_index=tar_index, overlay=overlay, timeout=self.timeout,
                             env=mkfs_recording(self.base, root)).start()
             self._oracles[key] = oracle
             if not self.environment:
@@ -188,9 +194,12 @@ def _run_scenario(scenario: Scenario, session: Session) -> ScenarioResult:
     session.set_timeout(scenario.timeout or session.options.timeout)
     stage = ["starting the Go oracle"]        # what was running when an engine error came
     try:
+        overlay = overlayopts.merge(session.options.overlay, scenario.overlay)
         with phases.phase("oracle_start"):
-            oracle = session.oracle()
+            oracle = session.oracle(overlay=overlay)
         result.environment = dict(session.environment)
+        if overlay:
+            result.environment["overlay"] = overlayopts.label(overlay)
         if scenario.compares:
             stage[0] = "building the scenario's state"
             with state.build(scenario, oracle, session.base) as st:

@@ -130,6 +130,57 @@ def test_b6_needs_an_opaque_ancestor():
     assert roundtrip.verdict(ds, CD, before, {b"/d": "trusted"}).status == Status.FAIL
 
 
+def test_b13_needs_the_overlay_marks_of_the_upper():
+    """A renamed lower dir under redirect_dir loses what lay below it; a metacopy file reads as
+    zeros. Without the upper's redirect/metacopy marks the same loss is a failure."""
+    before = {**ROOT, b"/e": node("dir"), b"/e/f": node(), b"/m": node(digest="data")}
+    after = {**ROOT, b"/e": node("dir"), b"/m": node(digest="zeros")}
+    ds = diff(before, after)
+    marks = {"redirect": {b"/e"}, "metacopy": {b"/m"}}
+    check = roundtrip.verdict(ds, CD, before, {}, marks=marks)
+    assert check.status == Status.XFAIL and check.quirks == ["no-redirect-metacopy"]
+    assert "/e/f: missing after the round trip" in check.explanation
+    assert roundtrip.verdict(ds, CD, before, {}).status == Status.FAIL
+    assert roundtrip.verdict(ds, profiles.SPEC, before, {}, marks=marks).status == Status.FAIL
+    # the redirect dir's own attributes and other files' content are not excused
+    ds = diff({**before, b"/x": node(digest="a")}, {**after, b"/x": node(digest="b"),
+                                                    b"/e/f": node()})
+    assert roundtrip.verdict(ds, CD, before, {}, marks=marks).status == Status.FAIL
+
+
+def test_overlay_marks_read_the_upper_xattrs(tmp_path):
+    """overlay_marks finds redirect dirs and metacopy files in either namespace (user.* here:
+    trusted.* needs root)."""
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "plain").write_text("x")
+    (tmp_path / "m").write_text("")
+    try:
+        os.setxattr(tmp_path / "e", "user.overlay.redirect", b"d")
+        os.setxattr(tmp_path / "m", "user.overlay.metacopy", b"")
+    except OSError as e:
+        pytest.skip(f"no user.* xattrs on {tmp_path}: {e}")
+    assert roundtrip.overlay_marks(str(tmp_path)) == {"redirect": {b"/e"}, "metacopy": {b"/m"},
+                                                      "indexed": set()}
+
+
+def test_b13_index_excuses_the_other_names_of_an_indexed_copy_up_only():
+    """index=on: `a` (copied up, linked by the index) and `b` (its lower hardlink) show the new
+    content together; the layer has `a` alone, so `b` keeps the old content and the link is
+    gone. Another hardlink group changing is not excused."""
+    ab = (1, 7)
+    before = {**ROOT, b"/a": node(digest="new", inode=ab), b"/b": node(digest="new", inode=ab),
+              b"/x": node(digest="new", inode=(1, 9)), b"/y": node(digest="new", inode=(1, 9))}
+    after = {**ROOT, b"/a": node(digest="new"), b"/b": node(digest="old"),
+             b"/x": node(digest="new", inode=(2, 9)), b"/y": node(digest="new", inode=(2, 9))}
+    ds = diff(before, after)
+    check = roundtrip.verdict(ds, CD, before, {}, marks={"indexed": {b"/a"}})
+    assert check.status == Status.XFAIL and "/b: content" in check.explanation
+    assert roundtrip.verdict(ds, CD, before, {}, marks={}).status == Status.FAIL
+    after[b"/y"] = node(digest="old")
+    ds = diff(before, after)
+    assert roundtrip.verdict(ds, CD, before, {}, marks={"indexed": {b"/a"}}).status == Status.FAIL
+
+
 def test_format_limits_pass_with_a_note_and_the_root_is_not_compared():
     before = {b"/": node("dir", mode=0o755, mtime_ns=5), b"/s": node("socket"),
               b"/w": node("char", rdev=(0, 0))}
@@ -199,7 +250,7 @@ def test_b21_a_read_only_view_of_an_applied_layer_has_a_0777_root(session, tmp_p
     oracle = session.oracle()
     scenario = load(REPO / "scenarios/basic/new-nested-tree.yaml")
     with state.build(scenario, oracle, session.base) as st:
-        before, _ = roundtrip.capture_upper(oracle, st)
+        before, *_ = roundtrip.capture_upper(oracle, st)
         go = runner.go_compare(oracle, "erofs", st, OCI_TAR, None)
         key = "b21-apply"
         oracle.prepare(key, "")

@@ -173,6 +173,19 @@ def test_kernel_probe(backend, vm, kernel):
     assert "erofs" in p["filesystems"] and p["erofs_features"]
 
 
+def test_recorded_capabilities_are_current(backend, vm, kernel):
+    """vm/capabilities/KERNEL.json is what this kernel shows now (regenerate with
+    `python3 -m vm.record_capabilities KERNEL` after a bump)."""
+    rc = vmb._load("record_capabilities")
+    path = rc.path_for(kernel)
+    assert path.is_file(), f"no capability record for {kernel}: run python3 -m vm.record_capabilities {kernel}"
+    saved = json.loads(path.read_text())
+    art = vmb.fetch_kernel().cached(kernel)
+    live = rc.record(PINS[kernel], backend.kernel_probe(vm), (art.dir / "config").read_text())
+    assert json.loads(json.dumps(live)) == saved, \
+        f"{path.name} is stale: run python3 -m vm.record_capabilities {kernel}"
+
+
 def test_no_mount_or_loop_left_after_probe(vm):
     before = _mounts_and_loops(vm)
     vm.call("probe", timeout=300)

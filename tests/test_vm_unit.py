@@ -21,13 +21,42 @@ initramfs = vmb._load("initramfs")
 def test_pins_are_exact():
     pins = fk.load_pins()
     assert pins["default"] in pins["kernels"]
-    assert {"6.1", "6.12"} <= set(pins["kernels"])
+    assert {"6.1", "6.12", "7.3"} <= set(pins["kernels"])
     for name, k in pins["kernels"].items():
         assert k["package"].startswith("linux-image-") and k["package"].endswith("-amd64")
         assert "cloud" not in k["package"], "cloud kernels have no 9p"
-        assert len(k["sha256"]) == 64
         assert k["release"] in k["package"]
+        for deb in k["debs"]:
+            assert len(deb["sha256"]) == 64 and deb["version"] == k["version"]
+            assert k["release"] in deb["package"] and "cloud" not in deb["package"]
     assert pins["kernels"]["6.12"]["suite"] == "bookworm-backports"
+    # one .deb before Debian split its kernels, three after (image, modules, base files)
+    assert [d["package"] for d in pins["kernels"]["6.12"]["debs"]] == [pins["kernels"]["6.12"]["package"]]
+    assert {d["package"].split("-7.3")[0] for d in pins["kernels"]["7.3"]["debs"]} == {
+        "linux-binary", "linux-modules", "linux-base"}
+
+
+def test_pins_refuse_a_deb_without_sha256(tmp_path):
+    bad = tmp_path / "kernels.toml"
+    bad.write_text('format = 1\n[kernels.x]\npackage = "linux-image-x"\nversion = "1"\n'
+                   'release = "x"\ndebs = [{ package = "linux-binary-x", version = "1" }]\n')
+    with pytest.raises(fk.FetchError, match=r"kernels.x.debs\[0\].sha256 is missing"):
+        fk.load_pins(bad)
+
+
+def test_unpacked_paths_both_layouts(tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    for f in ("boot/vmlinuz-R", "boot/config-R", "lib/modules/R/modules.builtin"):
+        (old / f).parent.mkdir(parents=True, exist_ok=True)
+        (old / f).write_text("")
+    for f in ("usr/lib/modules/R/vmlinuz", "usr/lib/modules/R/config"):
+        (new / f).parent.mkdir(parents=True, exist_ok=True)
+        (new / f).write_text("")
+    assert fk.unpacked_paths(old, "R") == (old / "boot/vmlinuz-R", old / "lib/modules/R",
+                                           old / "boot/config-R")
+    assert fk.unpacked_paths(new, "R") == (new / "usr/lib/modules/R/vmlinuz",
+                                           new / "usr/lib/modules/R", new / "usr/lib/modules/R/config")
+    assert fk.unpacked_paths(tmp_path, "R") == (None, None, None)
 
 
 def test_kernel_names():

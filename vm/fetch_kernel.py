@@ -8,11 +8,13 @@ Per kernel NAME this leaves in `<cache>/<NAME>/`:
   modules/*.ko     the modules from kernels.toml plus their depends= closure, decompressed
   modules/order    load order, one module name a line (dependencies first)
   config           the kernel's build config
-  kernel.json      what was fetched (package, version, sha256, release, modules, builtins)
+  kernel.json      what was fetched (package, version, debs, release, modules, builtins)
 and builds the initramfs (vm/initramfs.py) unless --no-initramfs.
 
-The .deb is fetched with `apt-get download NAME=VERSION` into `<cache>/debs/`, its sha256 is
-checked, and it is unpacked with `dpkg-deb -x` into a scratch folder that is deleted afterwards.
+A pin is one .deb (`package`, `version`, `sha256`) or a set of them (`debs`: Debian splits newer
+kernels into linux-binary-*, linux-modules-* and linux-base-*). Each .deb is fetched with
+`apt-get download NAME=VERSION` into `<cache>/debs/`, its sha256 is checked, and all are unpacked
+with `dpkg-deb -x` into one scratch folder that is deleted afterwards.
 Nothing is installed on the host. A second run with everything in place takes milliseconds.
 Works as any user that can write the cache; run it once as root during bootstrap so that
 non-root users find a ready, world-readable cache.
@@ -56,17 +58,35 @@ def cache_root(explicit: str | os.PathLike | None = None) -> Path:
     return Path(env).resolve() if env else REPO / ".cache" / "vm"
 
 
+def _check_deb(path: Path, where: str, deb: dict) -> None:
+    for key in ("package", "version", "sha256"):
+        if not isinstance(deb.get(key), str) or not deb[key]:
+            raise FetchError(f"{path}: {where}.{key} is missing")
+    if not re.fullmatch(r"[0-9a-f]{64}", deb["sha256"]):
+        raise FetchError(f"{path}: {where}.sha256 is not 64 hex digits")
+
+
 def load_pins(path: Path = PINS) -> dict:
+    """The pins, each kernel with `debs`: the list of .debs to unpack (one for a pin that names
+    a single `package`/`version`/`sha256`)."""
     with open(path, "rb") as f:
         pins = tomllib.load(f)
     if pins.get("format") != 1:
         raise FetchError(f"{path}: unsupported format {pins.get('format')!r} (expected 1)")
     for name, k in pins.get("kernels", {}).items():
-        for key in ("package", "version", "sha256", "release"):
+        for key in ("package", "version", "release"):
             if not isinstance(k.get(key), str) or not k[key]:
                 raise FetchError(f"{path}: kernels.{name}.{key} is missing")
-        if not re.fullmatch(r"[0-9a-f]{64}", k["sha256"]):
-            raise FetchError(f"{path}: kernels.{name}.sha256 is not 64 hex digits")
+        if "debs" in k and "sha256" in k:
+            raise FetchError(f"{path}: kernels.{name} has both sha256 and debs; a pin is one .deb "
+                             "(package, version, sha256) or a list of debs")
+        if "debs" not in k:
+            k["debs"] = [{"package": k["package"], "version": k["version"], "sha256": k.get("sha256")}]
+        if not isinstance(k["debs"], list) or not k["debs"]:
+            raise FetchError(f"{path}: kernels.{name}.debs must be a non-empty list")
+        for i, deb in enumerate(k["debs"]):
+            _check_deb(path, f"kernels.{name}.debs[{i}]" if "sha256" not in k else f"kernels.{name}",
+                       deb)
     return pins
 
 
@@ -102,6 +122,12 @@ class KernelArtifacts:
         return list(self.info["modules"])
 
 
+def wanted_modules(pin: dict, pins: dict) -> list[str]:
+    """The boot modules of kernels.toml, less those this kernel no longer has (`absent_modules`)."""
+    absent = set(pin.get("absent_modules", []))
+    return [m for m in pins.get("modules", []) if m not in absent]
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -122,8 +148,8 @@ def _locked(root: Path):
 
 
 def _stamp(pin: dict, pins: dict) -> dict:
-    return {"format": FORMAT, "package": pin["package"], "version": pin["version"],
-            "sha256": pin["sha256"], "wanted_modules": list(pins.get("modules", [])),
+    return {"format": FORMAT, "debs": [d["sha256"] for d in pin["debs"]],
+            "wanted_modules": wanted_modules(pin, pins),
             "extra_modules": list(pins.get("extra_modules", [])),
             "strip_module_signatures": bool(pins.get("strip_module_signatures", False))}
 
@@ -306,34 +332,35 @@ def _module_index(moddir: Path) -> tuple[dict[str, Path], set[str]]:
 
 # ---------------------------------------------------------------- download
 
-def _find_deb(debs: Path, pin: dict) -> Path | None:
-    for p in sorted(debs.glob(f"{pin['package']}_*.deb")):
-        if p.stat().st_size > 0 and sha256_file(p) == pin["sha256"]:
+def _find_deb(debs: Path, deb: dict) -> Path | None:
+    for p in sorted(debs.glob(f"{deb['package']}_*.deb")):
+        if p.stat().st_size > 0 and sha256_file(p) == deb["sha256"]:
             return p
     return None
 
 
-def download(pin: dict, debs: Path, log=print) -> Path:
+def download(deb: dict, debs: Path, suite: str = "?", log=print) -> Path:
+    """One pinned .deb ({package, version, sha256}) in `debs`, downloaded if missing."""
     debs.mkdir(parents=True, exist_ok=True)
-    found = _find_deb(debs, pin)
+    found = _find_deb(debs, deb)
     if found:
         return found
     if shutil.which("apt-get") is None:
         raise FetchError("apt-get is not available; fetch the .deb by hand into " + str(debs))
-    spec = f"{pin['package']}={pin['version']}"
-    log(f"fetch_kernel: apt-get download {spec} ({pin.get('suite', '?')})")
+    spec = f"{deb['package']}={deb['version']}"
+    log(f"fetch_kernel: apt-get download {spec} ({suite})")
     p = subprocess.run(["apt-get", "download", "-q", spec], cwd=debs, capture_output=True,
                        text=True, timeout=1800)
     if p.returncode != 0:
         err = (p.stderr or p.stdout).strip().splitlines()
         raise FetchError(
             f"`apt-get download {spec}` failed: {err[-1] if err else 'rc ' + str(p.returncode)}. "
-            f"Run `apt-get update` (the {pin.get('suite', '')} suite must be in the apt sources); if the "
+            f"Run `apt-get update` (the {suite} suite must be in the apt sources); if the "
             f"version left the archive, bump the pin in {PINS}.")
-    found = _find_deb(debs, pin)
+    found = _find_deb(debs, deb)
     if not found:
-        got = [f"{q.name} sha256={sha256_file(q)}" for q in debs.glob(f"{pin['package']}_*.deb")]
-        raise FetchError(f"downloaded {spec} but its sha256 is not the pinned {pin['sha256']} "
+        got = [f"{q.name} sha256={sha256_file(q)}" for q in debs.glob(f"{deb['package']}_*.deb")]
+        raise FetchError(f"downloaded {spec} but its sha256 is not the pinned {deb['sha256']} "
                          f"({'; '.join(got) or 'no file'}); the archive changed or the pin is wrong")
     return found
 
@@ -367,33 +394,33 @@ def ensure_kernel(name: str, root: Path | None = None, *, force: bool = False,
         if not force and (art := cached(name, root, pins)):
             return art
         t0 = time.monotonic()
-        deb = download(pin, root / "debs", log)
+        debs = [download(d, root / "debs", pin.get("suite", "?"), log) for d in pin["debs"]]
         scratch = Path(tempfile.mkdtemp(prefix=f".extract-{name}-", dir=root))
         try:
             x = scratch / "x"
-            p = subprocess.run(["dpkg-deb", "-x", str(deb), str(x)], capture_output=True, text=True,
-                               timeout=900)
-            if p.returncode != 0:
-                raise FetchError(f"dpkg-deb -x {deb.name} failed: {p.stderr.strip()}")
-            vmlinuz = x / "boot" / f"vmlinuz-{pin['release']}"
-            moddir = x / "lib" / "modules" / pin["release"]
-            if not vmlinuz.is_file() or not moddir.is_dir():
-                raise FetchError(f"{deb.name} has no boot/vmlinuz-{pin['release']} or "
-                                 f"lib/modules/{pin['release']}: is `release` in {PINS} right?")
+            for deb in debs:
+                p = subprocess.run(["dpkg-deb", "-x", str(deb), str(x)], capture_output=True,
+                                   text=True, timeout=900)
+                if p.returncode != 0:
+                    raise FetchError(f"dpkg-deb -x {deb.name} failed: {p.stderr.strip()}")
+            vmlinuz, moddir, cfg = unpacked_paths(x, pin["release"])
+            if vmlinuz is None or moddir is None:
+                raise FetchError(f"{', '.join(d.name for d in debs)} hold no vmlinuz or modules "
+                                 f"folder for release {pin['release']}: is `release` in {PINS} "
+                                 "right, or is a part of the kernel missing from `debs`?")
             out = scratch / "out"
             (out / "modules").mkdir(parents=True)
             elf, comp = extract_vmlinux(vmlinuz.read_bytes())
             (out / "vmlinux").write_bytes(elf)
-            cfg = x / "boot" / f"config-{pin['release']}"
-            if cfg.is_file():
+            if cfg is not None:
                 shutil.copyfile(cfg, out / "config")
             index, builtin = _module_index(moddir)
             aliases = dict(pins.get("softdep_aliases", {}))
-            order, skipped, data = resolve_modules(list(pins.get("modules", [])), index, builtin,
+            order, skipped, data = resolve_modules(wanted_modules(pin, pins), index, builtin,
                                                    aliases)
             # extra modules: their own load order; what boot already loaded is left out
             all_order, all_skipped, all_data = resolve_modules(
-                list(pins.get("modules", [])) + list(pins.get("extra_modules", [])), index,
+                wanted_modules(pin, pins) + list(pins.get("extra_modules", [])), index,
                 builtin, aliases)
             extra = [m for m in all_order if m not in data]
             data.update(all_data)
@@ -405,7 +432,7 @@ def ensure_kernel(name: str, root: Path | None = None, *, force: bool = False,
             skipped = sorted(set(skipped) | set(all_skipped))
             info = {
                 "name": name, "package": pin["package"], "version": pin["version"],
-                "sha256": pin["sha256"], "release": pin["release"], "suite": pin.get("suite"),
+                "debs": pin["debs"], "release": pin["release"], "suite": pin.get("suite"),
                 "bzimage_compression": comp, "vmlinux_size": len(elf),
                 "modules": order, "extra_modules": extra, "builtin": skipped,
                 "config": _config_subset(out / "config"),
@@ -423,6 +450,17 @@ def ensure_kernel(name: str, root: Path | None = None, *, force: bool = False,
         log(f"fetch_kernel: {name}: {pin['package']} {pin['version']} -> {final} "
             f"({comp} bzImage, {len(order)} modules, {time.monotonic() - t0:.1f}s)")
         return cached(name, root, pins)
+
+
+def unpacked_paths(root: Path, release: str) -> tuple[Path | None, Path | None, Path | None]:
+    """(vmlinuz, modules folder, config) in unpacked kernel packages: bookworm-era packages put
+    them in /boot and /lib/modules, trixie-era ones (merged /usr) all in /usr/lib/modules/REL."""
+    def first(*cands: Path) -> Path | None:
+        return next((c for c in cands if c.exists()), None)
+    usr_mods = root / "usr" / "lib" / "modules" / release
+    return (first(root / "boot" / f"vmlinuz-{release}", usr_mods / "vmlinuz"),
+            first(root / "lib" / "modules" / release, usr_mods),
+            first(root / "boot" / f"config-{release}", usr_mods / "config"))
 
 
 _CONFIG_KEYS = re.compile(r"^(CONFIG_(EROFS_[A-Z_]+|OVERLAY_FS[A-Z_]*|TMPFS_XATTR|BLK_DEV_LOOP|"

@@ -23,7 +23,10 @@ Returns a JSON-safe dict:
                          trusted.overlay.opaque="x" (6.8+) or trusted.overlay.whiteouts (6.7)
   overlay_userxattr      "ok" or the error of an overlay mount with -o userxattr (tmpfs upper)
   user_xattr             {"scratch": bool, "tmpfs": bool}: user.* xattrs can be set (tmpfs: 6.6+)
-  overlay_parameters     /sys/module/overlay/parameters/* values
+  overlay_parameters     /sys/module/overlay/parameters/* values (the defaults of mount options)
+  overlay_options        {option: "ok: <options /proc/mounts shows>" | errno name}: an overlay
+                         over a scratch lower with each option of OVERLAY_OPTIONS (upper on the
+                         scratch fs; what the kernel adds or implies shows in the options)
   errors                 probe steps that crashed (should be empty)
 """
 from __future__ import annotations
@@ -113,6 +116,22 @@ def _mkfs(src: str, img: str, *extra: str) -> None:
                        timeout=120)
     if p.returncode != 0:
         raise RuntimeError((p.stderr or p.stdout).strip() or f"mkfs.erofs rc {p.returncode}")
+
+
+# harness/overlayopts.py's options, one value each that turns a feature on (probe.py is
+# stdlib only: it runs in the guest before anything else is importable).
+OVERLAY_OPTIONS = ("redirect_dir=on", "redirect_dir=follow", "metacopy=on", "index=on", "xino=on",
+                   "xino=auto", "nfs_export=on", "uuid=on", "userxattr", "volatile")
+
+
+def _shown_options(mp: str) -> str:
+    """The overlay's options as /proc/mounts shows them, without the folder names."""
+    for line in _read("/proc/self/mounts").splitlines():
+        f = line.split()
+        if len(f) >= 4 and f[1] == mp:
+            return ",".join(o for o in f[3].split(",")
+                            if not o.startswith(("lowerdir=", "upperdir=", "workdir=")))
+    return "?"
 
 
 def probe() -> dict:
@@ -267,6 +286,23 @@ def probe() -> dict:
             m.pop()
             return "ok"
         step("overlay_userxattr", userxattr)
+
+        def overlay_option(i, option):
+            up, wk, mp = d(f"ou{i}"), d(f"ow{i}"), d(f"om{i}")
+            for p in (up, wk, mp):
+                os.makedirs(p)
+            m.mount("overlay", mp, "overlay", 0,
+                    f"lowerdir={d('lower')},upperdir={up},workdir={wk},{option}")
+            shown = _shown_options(mp)
+            m.pop()
+            return "ok: " + shown
+        opts = {}
+        for i, option in enumerate(OVERLAY_OPTIONS):
+            try:
+                opts[option] = overlay_option(i, option)
+            except Exception as e:  # noqa: BLE001
+                opts[option] = _errname(e)
+        res["overlay_options"] = opts
     except Exception as e:  # noqa: BLE001
         res["errors"]["probe"] = _errname(e)
     finally:

@@ -1079,7 +1079,8 @@ class VMBackend:
         if options.get("keep"):
             Path(options["keep"]).mkdir(parents=True, exist_ok=True)
             dirs.append(str(Path(options["keep"]).resolve()))
-        return sorted(set(dirs))
+        # a folder inside a shared one is shared with it (and needs no VM of its own)
+        return sorted(d for d in set(dirs) if not any(d.startswith(o + "/") for o in dirs))
 
     def vm(self, options: dict | None = None) -> VM:
         rw = self._rw_dirs(options if options is not None else self.options)

@@ -94,6 +94,8 @@ class Quirk:
     scope: str = "compare"     # compare | mounts | apply | roundtrip | meaning | engine
     kind: str = "quirk"        # quirk (a departure from the spec) | switch (a version era)
     component: str = "containerd"   # whose defect: containerd | mkfs.erofs | kernel
+    overlay: tuple[str, ...] = ()   # overlay mount options it needs (any one); () = none
+    kernels: tuple[str, ...] = ()   # guest kernels (vm/kernels.toml) it was shown on; () = any
 
     def applies(self, version: Version) -> bool:
         return version_predicate(self.versions)(version)
@@ -332,9 +334,16 @@ QUIRKS: tuple[Quirk, ...] = (
           "upper inside rwlayer.img, giving an empty diff.",
           "spec §1.4, §7 B10", versions=">=2.2.0", scope="engine"),
     Quirk("no-redirect-metacopy", "B13",
-          "redirect_dir, metacopy and xwhiteouts in the upper are not understood: renamed "
-          "directories lose their lower content, metacopy files read as zeros.",
-          "spec §2.2 step 1, §7 B13", scope="engine"),
+          "Compare reads the upper dir as plain files, blind to overlay.redirect, "
+          "overlay.metacopy and the overlay index: a lower directory renamed under "
+          "redirect_dir=on loses its lower content (the layer has the new name, empty, and a "
+          "whiteout of the old); a file whose metadata changed under metacopy=on (chown, chmod, "
+          "a rename) reads as zeros; a lower hardlink written through one name under index=on "
+          "keeps the old content under its other names and loses the link; spec: the merged "
+          "view. containerd's erofs snapshotter passes none of these options itself; a node "
+          "gets them from ovl_mount_options or the overlay module's defaults (Debian: off).",
+          "spec §2.2 step 1, §7 B13; scenarios/overlay; docs/overlay.md", scope="roundtrip",
+          overlay=("redirect_dir=on", "metacopy=on", "index=on"), kernels=("6.1", "6.12", "7.3")),
     Quirk("compressor-close-error-ignored", "B14",
           "The compressor's Close error is ignored, so a failed final flush still commits.",
           "spec §1.1 step 10, §7 B14", scope="engine"),
@@ -451,9 +460,22 @@ def get_profile(name: str) -> Profile:
 def quirks_table(scope: str | None = None, kind: str | None = "quirk") -> list[dict[str, str]]:
     """Rows for docs: name, id, scope, kind, description, reference, versions."""
     return [dict(name=q.name, id=q.spec_id, scope=q.scope, kind=q.kind,
-                 description=q.description, reference=q.reference, versions=q.versions)
+                 description=q.description + _holds_under(q), reference=q.reference,
+                 versions=q.versions)
             for q in QUIRKS
             if (scope is None or q.scope == scope) and (kind is None or q.kind == kind)]
+
+
+def _holds_under(q: Quirk) -> str:
+    """' Holds under overlay redirect_dir=on or metacopy=on, kernels 6.1, 6.12.' (or '')."""
+    parts = []
+    if q.overlay:
+        parts.append("overlay " + " or ".join(q.overlay))
+    if q.kernels:
+        parts.append("kernels " + ", ".join(q.kernels))
+    if not parts:
+        return ""
+    return " Holds under " + ", ".join(parts) + "."
 
 
 def _cell(s: str) -> str:

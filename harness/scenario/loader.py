@@ -101,7 +101,7 @@ class _Checker:
     """Validates one file's data, collecting problems with their lines."""
 
     TOP = {"description", "tags", "references", "lowers", "upper", "upperdir", "compare",
-           "expect", "requires", "name", "version", "apply", "timeout"}
+           "expect", "requires", "name", "version", "apply", "timeout", "overlay"}
     APPLY_KEYS = {"media_type", "blob", "descriptor", "mkfs_options", "tar_index", "check",
                   "expect", "name"}
 
@@ -494,7 +494,7 @@ class _Checker:
                         lowers=tuple(lowers), upper=ops["upper"], upperdir=ops["upperdir"],
                         media_types=media_types, source_date_epoch=epoch, expect_quirks=quirks,
                         expect_error=error, expect_by_version=by_version, apply_cases=apply_cases,
-                        requires=self.requires(data),
+                        requires=self.requires(data), overlay=self.overlay(data),
                         timeout=float(timeout) if timeout else None, raw=data)
 
     def corpus_path(self, m, key, what) -> str | None:
@@ -528,6 +528,15 @@ class _Checker:
             mt = None
         path = self.host_path(m, kind, where, ("file",) if kind == "tar" else ("dir",))
         return LayerSource(kind, path, mt, m.line) if path else None
+
+    def overlay(self, data) -> tuple[str, ...]:
+        """overlay: [redirect_dir=on, ...]: mount options the kernel's overlayfs takes."""
+        from harness import overlayopts
+        try:
+            return overlayopts.normalise(self.str_list(data, "overlay"))
+        except overlayopts.OverlayOptionError as e:
+            self.err(self.line_of(data, "overlay"), f"overlay: {e}")
+            return ()
 
     def requires(self, data) -> tuple[str, ...]:
         """A misspelt capability would skip the scenario forever: only known ones pass."""

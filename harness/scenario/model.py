@@ -122,6 +122,7 @@ class Scenario:
     requires: tuple[str, ...] = ()
     apply_cases: tuple[ApplyCase, ...] = ()
     timeout: float | None = None       # deadline (s) of each external call; None: the run's
+    overlay: tuple[str, ...] = ()      # overlay mount options of the upper's overlay
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
