@@ -63,6 +63,9 @@ def _run_files(files, args, results=None) -> int:
         containerd = resolve(args.containerd)
         if not binary_path(containerd).exists():
             ensure_built(containerd)     # the guest runs the host's build, never builds
+        if args.path != "direct":
+            from . import daemon
+            daemon.ensure_built(containerd)
     kernels = ["6.1", "6.12"] if args.kernel == "all" else [args.kernel]
     mkfs_versions = erofs_utils.versions() if args.mkfs == "all" else [args.mkfs]
     results = [] if results is None else results
@@ -71,7 +74,8 @@ def _run_files(files, args, results=None) -> int:
         keep = os.path.join(args.keep, f"mkfs-{mkfs}") if args.keep and len(mkfs_versions) > 1 \
             else args.keep
         options = runner.RunOptions(containerd=args.containerd, keep=keep,
-                                    keep_all=args.keep_all, timeout=args.timeout, mkfs=mkfs)
+                                    keep_all=args.keep_all, timeout=args.timeout, mkfs=mkfs,
+                                    path=args.path)
         for kernel in (kernels if args.backend == "vm" else [None]):
             try:
                 backend = open_backend(args.backend, kernel=kernel or "6.12", options=options)
@@ -581,6 +585,10 @@ def _seconds(text: str) -> float:
     return v
 CONTAINERD_HELP = ("containerd version (v2.4.2; default: oracle/versions.txt), module pseudo-version, "
                    "commit hash, or a local containerd source tree (folder)")
+DEFAULT_PATH = "daemon"
+PATH_HELP = ("how containerd is reached: daemon (default: cmd/containerd started with a generated "
+             "config, driven through its API as ctr and CRI do), direct (the oracle wires "
+             "containerd's components in-process), both (each, then compared)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -610,6 +618,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--mkfs", default="", metavar="VERSION|all",
                        help="erofs-utils version to run (pinned in erofs-utils/versions.txt; "
                             "default: the system's mkfs.erofs); all: each pinned version in turn")
+        p.add_argument("--path", default=DEFAULT_PATH, choices=("daemon", "direct", "both"),
+                       help=PATH_HELP)
         p.add_argument("--junit", help="write JUnit XML here")
         p.add_argument("--markdown", help="write a Markdown summary here")
         p.add_argument("-q", "--quiet", action="store_true")

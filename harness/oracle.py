@@ -184,8 +184,11 @@ class Oracle:
 
     def __init__(self, version: str, root: str, *, mkfs_options=(), tar_index: bool = False,
                  timeout: float = 300, log_path: str | None = None, binary: str | None = None,
-                 env: dict | None = None):
+                 env: dict | None = None, daemon=None):
         self.version = version
+        # The daemon path (harness/daemon.py): a Daemon, started here with the oracle and
+        # stopped with it; its config carries mkfs_options and enable_tar_index.
+        self.daemon = daemon
         self.env = dict(env or {})          # extra environment (e.g. a recording mkfs.erofs on PATH)
         self.root = root
         self.timeout = timeout
@@ -205,16 +208,26 @@ class Oracle:
                               f"`bash oracle/build.sh {self.version}`")
         os.makedirs(self.root, exist_ok=True)
         argv = [self.binary, "serve", "--root", self.root]
-        for opt in self.mkfs_options:
-            argv += ["--mkfs-option", opt]
-        if self.tar_index:
-            argv.append("--tar-index")
+        if self.daemon is not None:
+            self.daemon.start()    # stopped again by close(), or below if the oracle fails
+            argv = [self.binary, "serve", "--root", self.daemon.root, "--address", self.daemon.address]
+        else:
+            for opt in self.mkfs_options:
+                argv += ["--mkfs-option", opt]
+            if self.tar_index:
+                argv.append("--tar-index")
         self._log = open(self.log_path, "ab")
         # In-process gzip decoding, as the reference models it (not igzip/unpigz from PATH).
         env = dict(os.environ, CONTAINERD_DISABLE_IGZIP="1", CONTAINERD_DISABLE_PIGZ="1",
                    **self.env)
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self._log, start_new_session=True, env=env)
+        try:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=self._log, start_new_session=True, env=env)
+        except BaseException:
+            self._log.close()
+            if self.daemon is not None:
+                self.daemon.stop()
+            raise
         return self
 
     def __enter__(self):
@@ -224,6 +237,13 @@ class Oracle:
         self.close()
 
     def close(self):
+        try:
+            self._close_oracle()
+        finally:
+            if self.daemon is not None:
+                self.daemon.stop()
+
+    def _close_oracle(self):
         proc, self.proc = self.proc, None
         if proc is None:
             return
@@ -253,7 +273,8 @@ class Oracle:
 
     @property
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return (self.proc is not None and self.proc.poll() is None
+                and (self.daemon is None or self.daemon.alive))
 
     def log_tail(self, lines: int = 20) -> str:
         """The last lines of the oracle's log (containerd's logrus, mkfs output, panics)."""
@@ -264,7 +285,10 @@ class Oracle:
                 text = f.read().decode(errors="replace")
         except OSError:
             return ""
-        return "\n".join(text.splitlines()[-lines:])
+        tail = "\n".join(text.splitlines()[-lines:])
+        if self.daemon is not None:
+            tail += "\n--- containerd daemon ---\n" + self.daemon.log_tail(lines)
+        return tail
 
     def kill(self):
         """Kill the process at once (tests of failure handling)."""
@@ -361,11 +385,14 @@ class Oracle:
         self.call("remove", key=key)
 
     def compare(self, differ: str, lower: str, upper: str, media_type: str,
-                source_date_epoch: int | None = None, labels: dict | None = None) -> dict:
+                source_date_epoch: int | None = None, labels: dict | None = None,
+                activate: bool = False) -> dict:
         fields = dict(differ=differ, lower=lower, upper=upper, media_type=media_type,
                       source_date_epoch=source_date_epoch)
         if labels:
             fields["labels"] = labels
+        if activate:
+            fields["activate"] = True
         return self.call("compare", **fields)
 
     def ingest(self, path: str, media_type: str) -> dict:
