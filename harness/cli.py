@@ -585,13 +585,13 @@ def _seconds(text: str) -> float:
     return v
 CONTAINERD_HELP = ("containerd version (v2.4.2; default: oracle/versions.txt), module pseudo-version, "
                    "commit hash, or a local containerd source tree (folder)")
-DEFAULT_PATH = "daemon"
 PATH_HELP = ("how containerd is reached: daemon (default: cmd/containerd started with a generated "
              "config, driven through its API as ctr and CRI do), direct (the oracle wires "
              "containerd's components in-process), both (each, then compared)")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .runner import DEFAULT_PATH
     ap = argparse.ArgumentParser(prog="layerconf", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)

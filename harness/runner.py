@@ -44,7 +44,10 @@ class RunOptions:
                                          # the system's mkfs.erofs
     path: str = "direct"                 # how containerd is reached: "daemon" (a real containerd,
                                          # through its API), "direct" (the oracle wires containerd's
-                                         # components in-process), "both" (each, then compared)
+                                         # components in-process), "both" (each, then compared).
+                                         # `layerconf run` and the pytest plugin default to
+                                         # DEFAULT_PATH; the in-process tools (fuzz, bisect, matrix,
+                                         # golden, export) to direct (README: "Two paths")
 
     start_dir: str | None = None         # names of files outside scenarios/ are relative to it
 
@@ -56,6 +59,7 @@ class RunOptions:
 
 
 PATHS = ("daemon", "direct")
+DEFAULT_PATH = "daemon"     # containerd's users' path (README: "Two paths")
 
 
 class Session:
