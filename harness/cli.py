@@ -65,7 +65,8 @@ def _run_files(files, args, results=None) -> int:
             ensure_built(containerd)     # the guest runs the host's build, never builds
         if args.path != "direct":
             from . import daemon
-            daemon.ensure_built(containerd)
+            if not daemon.binary_path(containerd).exists():
+                daemon.ensure_built(containerd)
     kernels = ["6.1", "6.12"] if args.kernel == "all" else [args.kernel]
     mkfs_versions = erofs_utils.versions() if args.mkfs == "all" else [args.mkfs]
     results = [] if results is None else results
@@ -218,7 +219,7 @@ def cmd_matrix(args) -> int:
     for cell in cells:
         v, mkfs = cell
         results = []
-        with runner.Session(runner.RunOptions(containerd=v, mkfs=mkfs)) as session:
+        with runner.Session(runner.RunOptions(containerd=v, mkfs=mkfs, path=args.path)) as session:
             for f in files:
                 try:
                     r = runner.run_scenario(load(f), session)
@@ -703,6 +704,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--junit-dir", help="write one JUnit file per version here")
     p.add_argument("--mkfs", default="", metavar="VERSION|all",
                    help="erofs-utils version(s) as a second axis (erofs-utils/versions.txt)")
+    p.add_argument("--path", default="direct", choices=("daemon", "direct", "both"),
+                   help="how containerd is reached (see run --path); default direct: the daemon "
+                        "path is built for v2.3 and later only, and needs each version's "
+                        "cmd/containerd built")
     p.set_defaults(fn=cmd_matrix)
 
     p = sub.add_parser("bisect", help="first containerd version (or commit) whose Go output changes")

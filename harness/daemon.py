@@ -41,6 +41,18 @@ DISABLED_PLUGINS = (
 )
 
 
+SOCKET = "c.sock"       # short: a unix socket path has at most 107 bytes (+ ".ttrpc")
+
+
+def short_folder(base: str) -> str:
+    """A new folder for a daemon, under base when its sockets' paths fit, else in the temp dir,
+    else in /tmp (a deep TMPDIR or workdir must not stop the daemon from binding)."""
+    for parent in (base, tempfile.gettempdir(), "/tmp"):
+        if len(os.path.join(os.path.realpath(parent), "lc-12345678", SOCKET + ".ttrpc")) <= 100:
+            return tempfile.mkdtemp(prefix="lc-", dir=parent)
+    raise DaemonError(f"no folder short enough for containerd's sockets (under {base!r})")
+
+
 class DaemonError(OracleError):
     """containerd could not be built, started or stopped: an engine error."""
 
@@ -61,9 +73,9 @@ def config_toml(folder: str, *, mkfs_options=(), tar_index: bool = False,
         f"disabled_plugins = {_toml_list(DISABLED_PLUGINS)}",
         "",
         "[grpc]",
-        f"  address = {f('containerd.sock')}",
+        f"  address = {f(SOCKET)}",
         "[ttrpc]",
-        f"  address = {f('containerd.sock.ttrpc')}",
+        f"  address = {f(SOCKET + '.ttrpc')}",
         "[debug]",
         '  address = ""',
         '  level = "info"',
@@ -131,7 +143,7 @@ class Daemon:
 
     @property
     def address(self) -> str:
-        return os.path.join(self.folder, "containerd.sock")
+        return os.path.join(self.folder, SOCKET)
 
     @property
     def log_path(self) -> str:
@@ -141,11 +153,7 @@ class Daemon:
         if not os.access(self.binary, os.X_OK):
             raise DaemonError(f"containerd {self.version} is not built ({self.binary} is missing); "
                               f"run `bash oracle/build-daemon.sh {self.version}`")
-        # A unix socket path has at most 107 bytes: keep the folder short.
-        self.folder = tempfile.mkdtemp(prefix="ctrd-", dir=self.base)
-        if len(self.address) + len(".ttrpc") > 100:
-            shutil.rmtree(self.folder, ignore_errors=True)
-            self.folder = tempfile.mkdtemp(prefix="layerconf-ctrd-")
+        self.folder = short_folder(self.base)
         cfg = os.path.join(self.folder, "config.toml")
         Path(cfg).write_text(config_toml(self.folder, **self.options))
         self._log = open(self.log_path, "ab")

@@ -1,5 +1,6 @@
 """The daemon path's pure parts: the generated containerd config, the direct-vs-daemon check and
 the three-way check's handling of a differ that could not run."""
+import os
 import tomllib
 
 from harness import daemon
@@ -15,8 +16,8 @@ def test_config_is_toml_with_own_root_state_socket_and_erofs_settings():
     cfg = tomllib.loads(text)
     assert cfg["version"] == 3
     assert cfg["root"] == '/tmp/x y"z/root' and cfg["state"] == '/tmp/x y"z/state'
-    assert cfg["grpc"]["address"] == '/tmp/x y"z/containerd.sock'
-    assert cfg["ttrpc"]["address"] == '/tmp/x y"z/containerd.sock.ttrpc'
+    assert cfg["grpc"]["address"] == '/tmp/x y"z/c.sock'
+    assert cfg["ttrpc"]["address"] == '/tmp/x y"z/c.sock.ttrpc'
     plugins = cfg["plugins"]
     assert plugins["io.containerd.service.v1.diff-service"]["default"] == ["erofs", "walking"]
     assert plugins["io.containerd.differ.v1.erofs"] == {
@@ -32,6 +33,18 @@ def test_config_defaults_and_order():
     assert cfg["plugins"]["io.containerd.differ.v1.erofs"] == {
         "mkfs_options": [], "enable_tar_index": False}
     assert cfg["plugins"]["io.containerd.service.v1.diff-service"]["default"] == ["walking"]
+
+
+def test_daemon_folder_is_short_enough_for_its_sockets(tmp_path):
+    deep = tmp_path / ("d" * 90)
+    deep.mkdir()
+    for base in (tmp_path, deep):
+        folder = daemon.short_folder(str(base))
+        try:
+            assert len(os.path.join(folder, daemon.SOCKET + ".ttrpc")) <= 100
+            assert (os.path.dirname(folder) == str(base)) == (base == tmp_path)
+        finally:
+            os.rmdir(folder)
 
 
 def test_missing_binary_is_a_plain_error(tmp_path):
