@@ -291,10 +291,14 @@ class Oracle:
         return tail
 
     def kill(self):
-        """Kill the process at once (tests of failure handling)."""
+        """Kill the process at once (tests of failure handling, deadlines); on the daemon path
+        the daemon too, and what it runs (a hung mkfs.erofs is its child)."""
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+        if self.daemon is not None and self.daemon.alive:
+            os.killpg(self.daemon.proc.pid, signal.SIGKILL)
+            self.daemon.proc.wait()
 
     # -- requests ------------------------------------------------------
     def call(self, op: str, timeout: float | None = None, **fields) -> dict:
@@ -339,7 +343,10 @@ class Oracle:
             while b"\n" not in self._buf:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    running = describe_processes(descendants(self.proc.pid))
+                    pids = descendants(self.proc.pid)
+                    if self.daemon is not None and self.daemon.proc is not None:
+                        pids += descendants(self.daemon.proc.pid)   # mkfs runs in the daemon
+                    running = describe_processes(pids)
                     self.kill()
                     raise OracleTimeout(
                         f"containerd's {op!r} did not finish within {timeout:g} s"

@@ -128,7 +128,7 @@ class Session:
                             tar_index=tar_index, timeout=self.timeout, env=recording,
                             daemon=ctrd).start()
             self._oracles[key] = oracle
-            if self.path not in self.environment.get("path", ""):
+            if self.environment.get("path") != self.path:
                 info = oracle.version_info()
                 self.environment.update({
                     "containerd": info.get("containerd") or self.options.containerd,
@@ -138,8 +138,7 @@ class Session:
                     "backend": "host",
                     "capabilities": capabilities.probe(),
                 })
-                self.environment["path"] = "+".join(
-                    p for p in PATHS if p == self.path or p in self.environment.get("path", ""))
+                self.environment["path"] = self.path
                 if info.get("daemon"):
                     d = info["daemon"]
                     self.environment["containerd-daemon"] = f"{d.get('version')} ({d.get('revision') or 'no revision'})"
