@@ -53,6 +53,15 @@ def short_folder(base: str) -> str:
     raise DaemonError(f"no folder short enough for containerd's sockets (under {base!r})")
 
 
+# containerd's built-in config hands the two encrypted layer types to imgcrypt's `ctd-decoder`
+# before any differ sees them (cmd/containerd/command/config.go streamProcessors); without that
+# binary their Apply fails with `exec: "ctd-decoder": executable file not found`. The conformance
+# run tests the differ's own media-type handling (as the direct path does), so the config
+# replaces both entries with processors that accept nothing.
+OCICRYPT_PROCESSORS = ("io.containerd.ocicrypt.decoder.v1.tar",
+                       "io.containerd.ocicrypt.decoder.v1.tar.gzip")
+
+
 class DaemonError(OracleError):
     """containerd could not be built, started or stopped: an engine error."""
 
@@ -90,7 +99,12 @@ def config_toml(folder: str, *, mkfs_options=(), tar_index: bool = False,
         '[plugins."io.containerd.snapshotter.v1.erofs"]',
         f"  ovl_mount_options = {_toml_list(ovl_options)}",
         "",
-    ])
+    ] + [line for name in OCICRYPT_PROCESSORS for line in (
+        f'[stream_processors."{name}"]',
+        "  accepts = []",
+        '  returns = "application/vnd.oci.image.layer.v1.tar"',
+        '  path = "ctd-decoder"',
+    )] + [""])
 
 
 def binary_path(version: str) -> Path:

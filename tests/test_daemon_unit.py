@@ -23,6 +23,9 @@ def test_config_is_toml_with_own_root_state_socket_and_erofs_settings():
     assert plugins["io.containerd.differ.v1.erofs"] == {
         "mkfs_options": ["-T0", "--mkfs-time"], "enable_tar_index": True}
     assert "io.containerd.grpc.v1.cri" in cfg["disabled_plugins"]
+    # the built-in ocicrypt processors are replaced by ones that accept no media type
+    assert {n: p["accepts"] for n, p in cfg["stream_processors"].items()} == {
+        "io.containerd.ocicrypt.decoder.v1.tar": [], "io.containerd.ocicrypt.decoder.v1.tar.gzip": []}
     # the snapshotter and differ under test are never disabled
     assert not {"io.containerd.snapshotter.v1.erofs", "io.containerd.differ.v1.erofs",
                 "io.containerd.differ.v1.walking"} & set(cfg["disabled_plugins"])
@@ -121,8 +124,10 @@ def test_paths_not_compared_when_the_direct_run_did_not_run():
     assert c.status == Status.SKIP and "oracle died" in c.explanation
 
 
-def test_normalise_error_blanks_paths_and_ids():
+def test_normalise_error_blanks_paths_ids_and_pids():
     assert normalise_error("mount /a/b/c: sha256:" + "ab" * 32 + " gone") == "mount <path>: sha256:<hex> gone"
+    assert normalise_error("still running: mkfs.erofs --tar=f (pid 123)") == \
+        "still running: mkfs.erofs --tar=f (pid <n>)"
 
 
 def test_walking_check_never_passes_without_both_outputs():

@@ -16,11 +16,12 @@ NAME = "paths: direct vs daemon"
 
 _PATH = re.compile(r"/[^\s:'\",()\[\]{}]+")
 _HEX = re.compile(r"\b[0-9a-f]{12,}\b")
+_PID = re.compile(r"\(pid \d+\)")
 
 
 def normalise_error(text: str) -> str:
     """An error text without what differs between two runs of the same case."""
-    return _HEX.sub("<hex>", _PATH.sub("<path>", text)).strip()
+    return _PID.sub("(pid <n>)", _HEX.sub("<hex>", _PATH.sub("<path>", text))).strip()
 
 
 def _go(result: ScenarioResult) -> dict:
