@@ -85,9 +85,14 @@ def _run_cells(files, args, on_result=None):
             from .oracle import binary_path, ensure_built
             if not binary_path(opts["containerd"]).exists():
                 ensure_built(opts["containerd"])   # the guest runs the host's build, never builds
+            if args.path != "direct":
+                from . import daemon
+                if not daemon.binary_path(opts["containerd"]).exists():
+                    daemon.ensure_built(opts["containerd"])
         # one artifacts folder per cell, so the cells do not overwrite each other
         keep = os.path.join(args.keep, cell.slug(varying)) if args.keep and varying else args.keep
-        options = runner.RunOptions(keep=keep, keep_all=args.keep_all, timeout=args.timeout, **opts)
+        options = runner.RunOptions(keep=keep, keep_all=args.keep_all, timeout=args.timeout,
+                                    path=args.path, **opts)
         kernel = cell.get("kernel") or "6.12"
         if open_vm and open_vm[0] != kernel:
             open_vm[1].close()
@@ -670,9 +675,13 @@ def _seconds(text: str) -> float:
     return v
 CONTAINERD_HELP = ("containerd version (v2.4.2; default: oracle/versions.txt), module pseudo-version, "
                    "commit hash, or a local containerd source tree (folder)")
+PATH_HELP = ("how containerd is reached: daemon (default: cmd/containerd started with a generated "
+             "config, driven through its API as ctr and CRI do), direct (the oracle wires "
+             "containerd's components in-process), both (each, then compared)")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .runner import DEFAULT_PATH
     ap = argparse.ArgumentParser(prog="layerconf", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -704,6 +713,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="overlay mount options of the upper's overlay (redirect_dir=on,"
                             "metacopy=on), repeatable: each a run; all: the kernel's defaults "
                             "and each feature in turn")
+        p.add_argument("--path", default=DEFAULT_PATH, choices=("daemon", "direct", "both"),
+                       help=PATH_HELP)
         p.add_argument("--junit", help="write JUnit XML here")
         p.add_argument("--markdown", help="write a Markdown summary here")
         p.add_argument("-q", "--quiet", action="store_true")
@@ -797,6 +808,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="deadline in seconds of each external call, a guest's boot included "
                         "(default 300)")
     p.add_argument("-q", "--quiet", action="store_true", help="no line per scenario")
+    p.add_argument("--path", default="direct", choices=("daemon", "direct", "both"),
+                   help="how containerd is reached (see run --path); default direct: the daemon "
+                        "path is built for v2.3 and later only, and needs each version's "
+                        "cmd/containerd built")
     p.set_defaults(fn=cmd_matrix)
 
     p = sub.add_parser("bisect", help="first containerd version (or commit) whose Go output changes")

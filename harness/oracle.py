@@ -186,8 +186,11 @@ class Oracle:
 
     def __init__(self, version: str, root: str, *, mkfs_options=(), tar_index: bool = False,
                  overlay=(), timeout: float = 300, log_path: str | None = None,
-                 binary: str | None = None, env: dict | None = None):
+                 binary: str | None = None, env: dict | None = None, daemon=None):
         self.version = version
+        # The daemon path (harness/daemon.py): a Daemon, started here with the oracle and
+        # stopped with it; its config carries mkfs_options and enable_tar_index.
+        self.daemon = daemon
         self.env = dict(env or {})          # extra environment (e.g. a recording mkfs.erofs on PATH)
         self.root = root
         self.timeout = timeout
@@ -208,18 +211,28 @@ class Oracle:
                               f"`bash oracle/build.sh {self.version}`")
         os.makedirs(self.root, exist_ok=True)
         argv = [self.binary, "serve", "--root", self.root]
-        for opt in self.mkfs_options:
-            argv += ["--mkfs-option", opt]
-        if self.tar_index:
-            argv.append("--tar-index")
-        for opt in self.overlay:
-            argv += ["--ovl-option", opt]
+        if self.daemon is not None:
+            self.daemon.start()    # stopped again by close(), or below if the oracle fails
+            argv = [self.binary, "serve", "--root", self.daemon.root, "--address", self.daemon.address]
+        else:
+            for opt in self.mkfs_options:
+                argv += ["--mkfs-option", opt]
+            if self.tar_index:
+                argv.append("--tar-index")
+            for opt in self.overlay:
+                argv += ["--ovl-option", opt]
         self._log = open(self.log_path, "ab")
         # In-process gzip decoding, as the reference models it (not igzip/unpigz from PATH).
         env = dict(os.environ, CONTAINERD_DISABLE_IGZIP="1", CONTAINERD_DISABLE_PIGZ="1",
                    **self.env)
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self._log, start_new_session=True, env=env)
+        try:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=self._log, start_new_session=True, env=env)
+        except BaseException:
+            self._log.close()
+            if self.daemon is not None:
+                self.daemon.stop()
+            raise
         return self
 
     def __enter__(self):
@@ -229,6 +242,13 @@ class Oracle:
         self.close()
 
     def close(self):
+        try:
+            self._close_oracle()
+        finally:
+            if self.daemon is not None:
+                self.daemon.stop()
+
+    def _close_oracle(self):
         proc, self.proc = self.proc, None
         if proc is None:
             return
@@ -258,7 +278,8 @@ class Oracle:
 
     @property
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return (self.proc is not None and self.proc.poll() is None
+                and (self.daemon is None or self.daemon.alive))
 
     def log_tail(self, lines: int = 20) -> str:
         """The last lines of the oracle's log (containerd's logrus, mkfs output, panics)."""
@@ -269,13 +290,20 @@ class Oracle:
                 text = f.read().decode(errors="replace")
         except OSError:
             return ""
-        return "\n".join(text.splitlines()[-lines:])
+        tail = "\n".join(text.splitlines()[-lines:])
+        if self.daemon is not None:
+            tail += "\n--- containerd daemon ---\n" + self.daemon.log_tail(lines)
+        return tail
 
     def kill(self):
-        """Kill the process at once (tests of failure handling)."""
+        """Kill the process at once (tests of failure handling, deadlines); on the daemon path
+        the daemon too, and what it runs (a hung mkfs.erofs is its child)."""
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+        if self.daemon is not None and self.daemon.alive:
+            os.killpg(self.daemon.proc.pid, signal.SIGKILL)
+            self.daemon.proc.wait()
 
     # -- requests ------------------------------------------------------
     def call(self, op: str, timeout: float | None = None, **fields) -> dict:
@@ -321,7 +349,10 @@ class Oracle:
             while b"\n" not in self._buf:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    running = describe_processes(descendants(self.proc.pid))
+                    pids = descendants(self.proc.pid)
+                    if self.daemon is not None and self.daemon.proc is not None:
+                        pids += descendants(self.daemon.proc.pid)   # mkfs runs in the daemon
+                    running = describe_processes(pids)
                     self.kill()
                     raise OracleTimeout(
                         f"containerd's {op!r} did not finish within {timeout:g} s"
@@ -367,11 +398,14 @@ class Oracle:
         self.call("remove", key=key)
 
     def compare(self, differ: str, lower: str, upper: str, media_type: str,
-                source_date_epoch: int | None = None, labels: dict | None = None) -> dict:
+                source_date_epoch: int | None = None, labels: dict | None = None,
+                activate: bool = False) -> dict:
         fields = dict(differ=differ, lower=lower, upper=upper, media_type=media_type,
                       source_date_epoch=source_date_epoch)
         if labels:
             fields["labels"] = labels
+        if activate:
+            fields["activate"] = True
         return self.call("compare", **fields)
 
     def ingest(self, path: str, media_type: str) -> dict:

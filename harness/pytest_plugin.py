@@ -19,6 +19,10 @@ def pytest_addoption(parser):
                     help="where scenarios run: host (root, fast), vm (QEMU), auto (host if root)")
     group.addoption("--kernel", default="6.12", help="guest kernel for the vm backend")
     group.addoption("--keep", default=None, help="keep artifacts of failing scenarios in this folder")
+    from .runner import DEFAULT_PATH
+    group.addoption("--path", default=DEFAULT_PATH, choices=("daemon", "direct", "both"),
+                    help="how containerd is reached: daemon (default; a real containerd through "
+                         "its API), direct (in-process wiring), both (each, then compared)")
 
 
 class _Backend:
@@ -35,7 +39,8 @@ class _Backend:
             opt = self.config.getoption
             self.impl = open_backend(opt("--backend"), kernel=opt("--kernel"),
                                      options=runner.RunOptions(containerd=opt("--containerd"),
-                                                               keep=opt("--keep")))
+                                                               keep=opt("--keep"),
+                                                               path=opt("--path")))
         return self.impl.run_file(path)
 
     def close(self):

@@ -6,6 +6,7 @@ on-disk state, and compare.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import shutil
@@ -14,8 +15,9 @@ import time
 import traceback
 from dataclasses import dataclass
 
-from . import (capabilities, erofs_utils, mkfs_shim, overlayopts, phases, roundtrip, spool,
-               srctree, state)
+from . import (capabilities, daemon, erofs_utils, mkfs_shim, overlayopts, phases, roundtrip,
+               spool, srctree, state)
+from .checks.paths import check_paths
 from .applycheck import apply_checks, cross_decode
 from .oracle import ContainerdError, Oracle, OracleError, ensure_built, resolve
 from .reference import compare as ref_compare
@@ -43,13 +45,25 @@ class RunOptions:
                                          # the system's mkfs.erofs
     overlay: tuple[str, ...] = ()        # overlay mount options of the upper's overlay (the
                                          # snapshotter's ovl_mount_options); a scenario's add to them
+    path: str = "direct"                 # how containerd is reached: "daemon" (a real containerd,
+                                         # through its API), "direct" (the oracle wires containerd's
+                                         # components in-process), "both" (each, then compared).
+                                         # `layerconf run` and the pytest plugin default to
+                                         # DEFAULT_PATH; the in-process tools (fuzz, bisect, matrix,
+                                         # golden, export) to direct (README: "Two paths")
 
     start_dir: str | None = None         # names of files outside scenarios/ are relative to it
 
     def __post_init__(self):
+        if self.path not in PATHS + ("both",):
+            raise OracleError(f"unknown path {self.path!r}: use daemon, direct or both")
         self.containerd = resolve(self.containerd)
         self.start_dir = self.start_dir or os.getcwd()   # the host's, also inside the VM
         self.overlay = overlayopts.normalise(self.overlay)   # a list when it came through JSON
+
+
+PATHS = ("daemon", "direct")
+DEFAULT_PATH = "daemon"     # containerd's users' path (README: "Two paths")
 
 
 class Session:
@@ -65,6 +79,9 @@ class Session:
         self.dead_logs: list[tuple[str, str]] = []   # (root, log tail) of oracles that died
         self.tree = srctree.lookup(self.options.containerd)   # a source tree's record, or None
         self._build_error: OracleError | None = None           # a failed build is not retried
+        # the path session.oracle() serves ("both" runs each scenario once per path)
+        self.path = "daemon" if self.options.path == "both" else self.options.path
+        self._built: set[str] = set()
 
     def set_timeout(self, seconds: float):
         """The deadline of every external call from now on (one scenario's `timeout:`)."""
@@ -86,10 +103,10 @@ class Session:
         return self._tmp
 
     def oracle(self, mkfs_options=(), tar_index: bool = False, overlay=None) -> Oracle:
-        """The oracle for an erofs differ and snapshotter configuration (one process each,
-        started once); `overlay`: the overlay options (default: the run's)."""
+        """The oracle for an erofs differ and snapshotter configuration on the session's path
+        (one process each, started once); `overlay`: the overlay options (default: the run's)."""
         overlay = self.options.overlay if overlay is None else tuple(overlay)
-        key = (tuple(mkfs_options), tar_index, overlay)
+        key = (tuple(mkfs_options), tar_index, overlay, self.path)
         old = self._oracles.get(key)
         if old is not None and not old.alive:
             # Killed at a deadline (or crashed): its mounts and snapshots are gone with it, so
@@ -104,30 +121,33 @@ class Session:
                     erofs_utils.use(self.options.mkfs)
                 except erofs_utils.ErofsUtilsError as e:
                     raise OracleError(f"cannot use erofs-utils {self.options.mkfs}: {e}") from None
-                if self.options.build:
-                    if self._build_error is not None:
-                        raise self._build_error
-                    try:
-                        ensure_built(self.options.containerd)
-                    except OracleError as e:
-                        self._build_error = e
-                        raise
+            self._build(self.path)
             self._started += 1
             root = os.path.join(self.base, f"root{self._started}")
+            recording = mkfs_recording(self.base, root)
+            ctrd = None
+            if self.path == "daemon":   # the daemon runs mkfs.erofs: it gets the recording shim
+                ctrd = daemon.Daemon(self.options.containerd, self.base, mkfs_options=key[0],
+                                     tar_index=tar_index, ovl_options=overlay,
+                                     timeout=max(60.0, self.timeout), env=recording)
             oracle = Oracle(self.options.containerd, root, mkfs_options=key[0],
                             tar_index=tar_index, overlay=overlay, timeout=self.timeout,
-                            env=mkfs_recording(self.base, root)).start()
+                            env=recording, daemon=ctrd).start()
             self._oracles[key] = oracle
-            if not self.environment:
+            if self.environment.get("path") != self.path:
                 info = oracle.version_info()
-                self.environment = {
+                self.environment.update({
                     "containerd": info.get("containerd") or self.options.containerd,
                     "go": info.get("go", ""),
                     "erofs-utils": info.get("mkfs", ""),
                     "kernel": platform.release(),
                     "backend": "host",
                     "capabilities": capabilities.probe(),
-                }
+                })
+                self.environment["path"] = self.path
+                if info.get("daemon"):
+                    d = info["daemon"]
+                    self.environment["containerd-daemon"] = f"{d.get('version')} ({d.get('revision') or 'no revision'})"
                 if self.tree:
                     t = self.tree
                     self.environment["containerd"] = self.options.containerd
@@ -144,6 +164,30 @@ class Session:
             records, _ = mkfs_shim.read_log(getattr(oracle, "env", {}).get(mkfs_shim.LOG_ENV))
             total += sum(r.get("seconds", 0.0) for r in records if r.get("end", 0.0) >= since)
         return {"mkfs": round(total, 4)} if total else {}
+
+    def _build(self, path: str):
+        """Build (once) what the path needs: the oracle, and containerd itself for the daemon."""
+        if not self.options.build or path in self._built:
+            return
+        if self._build_error is not None:
+            raise self._build_error
+        try:
+            ensure_built(self.options.containerd)
+            if path == "daemon":
+                daemon.ensure_built(self.options.containerd)
+        except OracleError as e:
+            self._build_error = e
+            raise
+        self._built.add(path)
+
+    @contextlib.contextmanager
+    def using(self, path: str):
+        """session.oracle() serves `path` inside the block."""
+        old, self.path = self.path, path
+        try:
+            yield
+        finally:
+            self.path = old
 
     def close(self):
         for oracle in self._oracles.values():
@@ -175,9 +219,24 @@ def mkfs_recording(base: str, root: str) -> dict:
 # -- one scenario ---------------------------------------------------------------------------
 
 def run_scenario(scenario: Scenario, session: Session) -> ScenarioResult:
+    """One scenario on the session's path; with path "both", on the daemon path and the direct
+    path, the daemon's result with one more check: where the two paths' results differ."""
     since = time.time()
     with phases.recording() as times:
-        result = _run_scenario(scenario, session)
+        if session.options.path != "both":
+            result = _run_scenario(scenario, session)
+        else:
+            results = {}
+            for path in PATHS:
+                with session.using(path):
+                    results[path] = _run_scenario(scenario, session)
+            result = results["daemon"]
+            if result.status not in (Status.ERROR, Status.SKIP):
+                result.checks.append(check_paths(results["direct"], results["daemon"]))
+                conclude(result)
+            result.duration = sum(r.duration for r in results.values())
+            result.environment["path"] = "both"
+            result.files.update({f"direct-{k}": v for k, v in results["direct"].files.items()})
     times.update(session.mkfs_seconds(since))
     result.phases = times
     return result
@@ -285,7 +344,11 @@ def _compare_all(scenario, session, oracle, st, result):
     go = next(o for o in result.outcomes if o.producer == "go-erofs" and o.media_type == tar_mt)
     ref = next(o for o in result.outcomes if o.producer != "go-erofs" and o.media_type == tar_mt)
     if session.options.walking:
-        walking = go_compare(oracle, "walking", st, OCI_TAR, scenario.source_date_epoch)
+        # The walking differ is the yardstick here, not under test: from v2.2 it cannot mount the
+        # erofs snapshotter's raw mounts (mount-manager templates; tests/test_daemon_path.py),
+        # so it gets them activated by the mount manager, as a container's rootfs is.
+        walking = go_compare(oracle, "walking", st, OCI_TAR, scenario.source_date_epoch,
+                             activate=True)
         result.outcomes.append(walking)
         if not walking.error or not go.error:
             result.checks.append(check_walking(go, walking))
@@ -331,15 +394,16 @@ def _round_trip(scenario, session, oracle, st, result, before) -> Check:
     return roundtrip.round_trip(oracle, st, go, *before, profile, epoch=scenario.source_date_epoch)
 
 
-def go_compare(oracle, differ, st, media_type, epoch) -> Outcome:
+def go_compare(oracle, differ, st, media_type, epoch, activate: bool = False) -> Outcome:
     with phases.phase("go_compare"):
-        return _go_compare(oracle, differ, st, media_type, epoch)
+        return _go_compare(oracle, differ, st, media_type, epoch, activate)
 
 
-def _go_compare(oracle, differ, st, media_type, epoch) -> Outcome:
+def _go_compare(oracle, differ, st, media_type, epoch, activate: bool = False) -> Outcome:
     out = Outcome(producer=f"go-{differ}", media_type=media_type)
     try:
-        resp = oracle.compare(differ, st.lower_key, st.upper_key, media_type, epoch)
+        resp = oracle.compare(differ, st.lower_key, st.upper_key, media_type, epoch,
+                              activate=activate)
     except ContainerdError as e:
         out.error = str(e)
         return out

@@ -239,15 +239,12 @@ def name_quirk(check: Check, go: Outcome, ref: Outcome, profile, run_ref,
 def check_walking(erofs: Outcome, walking: Outcome) -> Check:
     """Informational: where containerd's two differs disagree on the same change."""
     name = f"three-way {erofs.media_type}: {erofs.producer} vs {walking.producer}"
-    if walking.error and not erofs.error:
+    failed = [f"{o.producer} failed: {o.error}" for o in (erofs, walking) if o.error]
+    if failed:
         # A comparison that could not run is no agreement: say so, never pass.
-        return Check(name, Status.SKIP, f"not compared: {walking.producer} failed: {walking.error}",
-                     info=True)
+        return Check(name, Status.SKIP, "not compared: " + "; ".join(failed), info=True)
     if same(erofs, walking):
         return Check(name, Status.PASS, "the erofs and walking differs agree", info=True)
-    if erofs.error or walking.error:
-        text = f"{erofs.producer}: {erofs.error or 'ok'}; {walking.producer}: {walking.error or 'ok'}"
-    else:
-        text = explain_tar(erofs.tar, walking.tar, erofs.producer, walking.producer)
+    text = explain_tar(erofs.tar, walking.tar, erofs.producer, walking.producer)
     # The walking differ is not under test: a disagreement is information, not a failure.
     return Check(name, Status.PASS, "the erofs and walking differs disagree:\n" + text, info=True)

@@ -31,6 +31,7 @@ func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
 func usage() {
 	fmt.Fprintln(os.Stderr, "usage: layerconf-oracle serve --root DIR [--mkfs-option OPT ...] [--ovl-option OPT ...] [--tar-index] [--log-level LEVEL]")
+	fmt.Fprintln(os.Stderr, "       layerconf-oracle serve --root DAEMON-ROOT --address SOCKET [--log-level LEVEL]")
 }
 
 func main() {
@@ -45,8 +46,13 @@ func main() {
 	fl.Var(&mkfsOpts, "mkfs-option", "extra mkfs.erofs argument for the erofs differ (repeatable; one argv element each)")
 	tarIndex := fl.Bool("tar-index", false, "the erofs differ in tar-index mode (enable_tar_index, v2.2.0+)")
 	fl.Var(&ovlOpts, "ovl-option", "extra overlayfs mount option for the erofs snapshotter (repeatable)")
+	address := fl.String("address", "", "serve through the containerd daemon at this socket (the daemon path); --root is its root")
 	if err := fl.Parse(os.Args[2:]); err != nil || *root == "" || fl.NArg() != 0 {
 		usage()
+		os.Exit(2)
+	}
+	if *address != "" && (len(mkfsOpts) > 0 || len(ovlOpts) > 0 || *tarIndex) {
+		fmt.Fprintln(os.Stderr, "layerconf-oracle: with --address the daemon's config sets mkfs_options, enable_tar_index and ovl_mount_options")
 		os.Exit(2)
 	}
 
@@ -60,7 +66,13 @@ func main() {
 		os.Exit(2)
 	}
 
-	srv, err := newServer(*root, mkfsOpts, ovlOpts, *tarIndex)
+	var srv *server
+	var err error
+	if *address != "" {
+		srv, err = newDaemonServer(*root, *address, 30*time.Second)
+	} else {
+		srv, err = newServer(*root, mkfsOpts, ovlOpts, *tarIndex)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "layerconf-oracle: setup:", err)
 		os.Exit(1)

@@ -82,7 +82,15 @@ func (s *server) mountsFor(ctx context.Context, key string, explicit *[]jsonMoun
 
 func (s *server) opVersion() (map[string]any, error) {
 	resp := map[string]any{"go": runtime.Version(), "adapter": adapterName, "mkfs": nil,
-		"root": s.root, "mkfs_options": append([]string{}, s.mkfsOpts...)}
+		"root": s.root, "mkfs_options": append([]string{}, s.mkfsOpts...), "path": "direct"}
+	if s.client != nil {
+		resp["path"] = "daemon"
+		if v, err := s.daemonVersion(); err == nil {
+			resp["daemon"] = v
+		} else {
+			return nil, err
+		}
+	}
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, d := range bi.Deps {
 			v := d.Version

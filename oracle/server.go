@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -40,7 +41,9 @@ type differ interface {
 //	<root>/meta.db             metadata DB wrapping the local store (what differs receive)
 //	<root>/mount-manager/      mount manager state (mounts.db, t/) — containerd >= v2.2
 type server struct {
-	root   string
+	root        string
+	contentRoot string // the content store's folder (blobs/sha256/<hex>)
+	client      io.Closer // the containerd client on the daemon path; nil on the direct path
 	ctx    context.Context
 	cancel context.CancelFunc
 
@@ -74,7 +77,8 @@ func newServer(root string, mkfsOpts, ovlOpts []string, tarIndex bool) (_ *serve
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(namespaces.WithNamespace(context.Background(), namespaces.Default))
-	s := &server{root: root, ctx: ctx, cancel: cancel, mkfsOpts: mkfsOpts}
+	s := &server{root: root, contentRoot: filepath.Join(root, "content"), ctx: ctx, cancel: cancel,
+		mkfsOpts: mkfsOpts}
 	defer func() {
 		if err != nil {
 			s.shutdown()
@@ -137,8 +141,11 @@ func (s *server) shutdown() {
 		}
 	}
 	// Anything else still mounted under root: mounts the snapshotter made itself (v2.1
-	// mounts parent layers on <id>/fs) or that a failed activation left behind.
-	if left, err := mountinfo.GetMounts(mountinfo.PrefixFilter(s.root)); err == nil {
+	// mounts parent layers on <id>/fs) or that a failed activation left behind. On the daemon
+	// path those are the daemon's, undone when it stops.
+	if s.client != nil {
+		s.client.Close()
+	} else if left, err := mountinfo.GetMounts(mountinfo.PrefixFilter(s.root)); err == nil {
 		sort.Slice(left, func(i, j int) bool { return left[i].Mountpoint > left[j].Mountpoint })
 		for _, m := range left {
 			if err := mount.UnmountAll(m.Mountpoint, 0); err != nil {
@@ -197,6 +204,9 @@ func (s *server) snapshotID(ctx context.Context, key string) (string, error) {
 }
 
 func (s *server) snapshotDir(ctx context.Context, key string) (string, error) {
+	if s.client != nil {
+		return s.daemonSnapshotDir(ctx, key)
+	}
 	id, err := s.snapshotID(ctx, key)
 	if err != nil {
 		return "", err
@@ -206,7 +216,7 @@ func (s *server) snapshotDir(ctx context.Context, key string) (string, error) {
 
 // blobPath is where the local content store keeps a committed blob.
 func (s *server) blobPath(d ocispec.Descriptor) string {
-	return filepath.Join(s.root, "content", "blobs", d.Digest.Algorithm().String(), d.Digest.Encoded())
+	return filepath.Join(s.contentRoot, "blobs", d.Digest.Algorithm().String(), d.Digest.Encoded())
 }
 
 // jsonMount is a mount.Mount on the wire.

@@ -15,9 +15,11 @@ import tarfile
 import textwrap
 from pathlib import Path
 
+import pytest
 from hostmode import HOST_MODE
 
-from harness import runner
+from harness import daemon, runner
+from harness.oracle import default_version
 from harness.result import Status
 from harness.scenario import load
 
@@ -43,7 +45,9 @@ def _tar(path: Path, content: bytes):
     path.write_bytes(buf.getvalue())
 
 
-def test_a_hung_apply_is_an_error_naming_case_stage_and_process(tmp_path, monkeypatch):
+@pytest.mark.parametrize("path", ["direct", pytest.param("daemon", marks=pytest.mark.skipif(
+    not daemon.binary_path(default_version()).exists(), reason="containerd is not built"))])
+def test_a_hung_apply_is_an_error_naming_case_stage_and_process(tmp_path, monkeypatch, path):
     real = shutil.which("mkfs.erofs")
     shim_dir = tmp_path / "bin"
     shim_dir.mkdir()
@@ -65,7 +69,7 @@ def test_a_hung_apply_is_an_error_naming_case_stage_and_process(tmp_path, monkey
             - {{name: after, media_type: application/vnd.oci.image.layer.v1.tar, blob: {{fixture: {tmp_path}/good.tar}}}}
         """))
     keep = tmp_path / "artifacts"
-    with runner.Session(runner.RunOptions(build=False, keep=str(keep))) as session:
+    with runner.Session(runner.RunOptions(build=False, keep=str(keep), path=path)) as session:
         r = runner.run_scenario(load(scenario), session)
     assert r.status == Status.ERROR, r.message
     hung = [c for c in r.checks if "hangs" in c.name]

@@ -220,7 +220,9 @@ def trees(tmp_path_factory):
 
 
 def _run(capsys, tree: Path, *extra) -> tuple[int, str]:
-    code = cli.main(["run", "--backend", "host", "--containerd", str(tree),
+    # The direct path: these tests are about building the oracle from a tree; a second build of
+    # cmd/containerd per tree would add minutes (the daemon path has tests/test_daemon_path.py).
+    code = cli.main(["run", "--backend", "host", "--path", "direct", "--containerd", str(tree),
                      str(REPO / "scenarios" / "epoch"), *extra])
     return code, capsys.readouterr().out
 

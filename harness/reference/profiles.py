@@ -166,7 +166,8 @@ QUIRKS: tuple[Quirk, ...] = (
           "(`format/mkdir/overlay`, `lowerdir={{ overlay a b }}`) that Compare hands to "
           "mount.All unactivated, so Compare fails with `no such device`; spec: the lower "
           "mounts are activated first and the diff is taken.",
-          "found by layerconf; containerd pkg/rootfs/diff.go CreateDiff, core/mount/temp.go",
+          "found by layerconf, confirmed through a containerd daemon (its diff service passes "
+          "snapshot mounts raw); containerd pkg/rootfs/diff.go CreateDiff, core/mount/temp.go",
           versions=">=2.2.0", scope="mounts"),
     Quirk("epoch-ignored", "B7",
           "SOURCE_DATE_EPOCH (option or context) is read but never applied; spec: mtimes after "
