@@ -65,7 +65,7 @@ class _GoInflate:
     zlib's on truncation: a literal/length symbol is only decoded once at least as many bits
     as the end-of-block code's length are available.
 
-    ``klauspost`` (containerd v2.4.0+, klauspost/compress/flate) adds two differences: in a
+    ``klauspost`` (containerd v2.4.0+, klauspost/compress/flate) adds three differences: in a
     non-final dynamic block it waits for 10 more bits than that before a literal/length symbol,
     and a stored block takes the whole bytes of that read-ahead as its first LEN/NLEN bytes and
     counts them a second time in the offset of a later 'corrupt input' error; an empty code
