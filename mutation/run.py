@@ -106,6 +106,27 @@ name = "local"
     return db
 
 
+GO_STAGES = ("golden", "live", "live-mutants")      # the checks against Go's output
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion k/n (a seeded random sample of mutants
+    estimates the whole population's kill rate; the interval says how well)."""
+    if n == 0:
+        return (0.0, 1.0)
+    p, d = k / n, 1 + z * z / n
+    mid, half = (p + z * z / (2 * n)) / d, z * ((p * (1 - p) + z * z / (4 * n)) / n) ** 0.5 / d
+    return (round(max(0.0, mid - half), 3), round(min(1.0, mid + half), 3))
+
+
+def go_score(counts: Counter, ran: int) -> dict:
+    """Killed by a check against Go over all run (equivalent mutants are not known here: the
+    note that reviews the survivors takes them out)."""
+    k = sum(counts[f"killed by {s}"] for s in GO_STAGES)
+    return {"killed_by_go": k, "run": ran, "fraction": round(k / ran, 3) if ran else None,
+            "wilson95": wilson(k, ran)}
+
+
 def describe(item) -> str:
     m = item.mutations[0]
     return f"{m.module_path}:{m.start_pos[0]} {m.operator_name} #{m.occurrence}"
@@ -146,6 +167,7 @@ def main(argv=None) -> int:
                        "run": ran, "outcomes": dict(counts), "survivors": survivors,
                        "stage_seconds": {k: round(v, 1) for k, v in stage_time.items()},
                        "stage_runs": dict(stage_runs), "baseline_seconds": sum(baselines.done.values()),
+                       "go_score": go_score(counts, ran),
                        "wall_seconds": round(time.monotonic() - start, 1),
                        "sample": args.max_mutants, "seed": args.seed, "budget": args.budget,
                        "mutants": mutants}
@@ -195,6 +217,9 @@ def main(argv=None) -> int:
     summary = write_summary()
     print(f"\n{generated} mutants generated, {ran} run in {summary['wall_seconds']} s: "
           + ", ".join(f"{n} {k}" for k, n in counts.most_common()))
+    g = summary["go_score"]
+    print(f"killed by a check against Go: {g['killed_by_go']}/{ran} (95 % interval "
+          f"{g['wilson95'][0]:.1%}–{g['wilson95'][1]:.1%}, equivalent mutants not taken out)")
     for s in survivors:
         print(f"  survived: {s['mutant']}")
     print(f"details: {out / 'summary.json'}, {out / 'session.sqlite'} (cr-report)")
