@@ -207,8 +207,10 @@ def main(argv=None) -> int:
                 else:        # incompetent (the mutant does not import), no-test, exception
                     outcome = str((result.test_outcome or result.worker_outcome).value)
                 counts[outcome] += 1
+                failed = re.findall(r"^FAILED (\S+)", result.output or "", re.M)
                 mutants.append({"mutant": describe(item), "outcome": outcome,
-                                "seconds": round(time.monotonic() - t0, 1)})
+                                "seconds": round(time.monotonic() - t0, 1),
+                                "failed_test": failed[0] if failed else None})
                 print(f"[{ran}/{len(items)}] {describe(item)}: {outcome}", flush=True)
                 write_summary()
                 shutil.copy2(db_path, out / "session.sqlite")
