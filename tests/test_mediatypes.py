@@ -193,10 +193,10 @@ VERSIONS = {
               "error-text-convert-tar-to-erofs", "tar-index-mode", "tar-index-uuid"},
     "2.4.0-beta.0": {"native-mt-layer-prefix", "native-zstd", "mkfs-uuid", "mkfs-b4096",
                      "error-text-convert-tar-to-erofs", "tar-index-mode", "tar-index-uuid",
-                     "gzip-reject-reserved-flags"},
+                     "gzip-reject-reserved-flags", "inflate-klauspost"},
     "v2.4.2": {"native-mt-layer-prefix", "native-zstd", "mkfs-uuid", "mkfs-b4096",
                "error-text-convert-tar-to-erofs", "tar-index-mode", "tar-index-uuid",
-               "gzip-reject-reserved-flags", "apply-refuses-readonly-mounts"},
+               "gzip-reject-reserved-flags", "inflate-klauspost", "apply-refuses-readonly-mounts"},
 }
 
 

@@ -13,7 +13,7 @@ from hostmode import HOST_MODE
 from harness import runner
 from harness.oracle import default_version
 from harness.reference import apply as ref_apply
-from harness.reference import compression, profiles, walk
+from harness.reference import compression, profiles, streams, walk
 from harness.result import Status
 from harness.scenario import load
 
@@ -139,3 +139,29 @@ def test_wrong_epoch_handling_names_the_epoch_quirk(session, monkeypatch):
     text = failing(r, "compare application/vnd.oci.image.layer.v1.tar:")
     assert text.startswith("this difference is quirk epoch-ignored"), text
     assert "clamped this mtime to the epoch" in text and "quirk epoch-ignored (" in text
+
+
+def test_inflate_length_table_off_by_one(session, monkeypatch, tmp_path):
+    """Go's inflate replay (the reference's only decoder for corrupt deflate) with one length
+    base wrong: the tar it hands mkfs.erofs differs from Go's before the decoder error."""
+    bases = list(streams._GoInflate._LEN_BASE)
+    bases[20] += 1                                  # length code 277: 67 -> 68
+    monkeypatch.setattr(streams._GoInflate, "_LEN_BASE", tuple(bases))
+    r = runner.run_scenario(load(apply_scenario(tmp_path, "gzipframing/deflate-reserved-block.tar.gz",
+                                                "application/vnd.oci.image.layer.v1.tar+gzip")),
+                            session)
+    assert any(c.status == Status.FAIL for c in r.checks if c.name.startswith(("apply ", "mkfs apply"))), \
+        [(c.name, c.status) for c in r.checks]
+
+
+def test_inflate_stdlib_offsets_under_klauspost(session, monkeypatch, tmp_path):
+    """v2.4's klauspost inflate counts a stored block's read-ahead bytes twice in 'corrupt
+    input before offset N'; a reference replaying Go's stdlib decoder names another offset."""
+    stdlib_init = streams._GoInflate.__init__
+    monkeypatch.setattr(streams._GoInflate, "__init__",
+                        lambda self, data, klauspost=False: stdlib_init(self, data, False))
+    r = runner.run_scenario(load(apply_scenario(tmp_path, "gzipframing/deflate-reserved-block.tar.gz",
+                                                "application/vnd.oci.image.layer.v1.tar+gzip")),
+                            session)
+    text = failing(r, "apply ")
+    assert "corrupt input before offset [-2257-] {+2256+}" in text, text

@@ -9,6 +9,7 @@ does (xfail), and `bisect --between` finds the commit that applied the patch.
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -278,7 +279,7 @@ def test_patched_tree_conforms_to_spec(trees):
 
 
 @e2e
-def test_bisect_between_finds_the_fixing_commit(tmp_path, capsys):
+def test_bisect_between_finds_the_fixing_commit(tmp_path, capsys, monkeypatch):
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
     repo = copy_module(tmp_path / "containerd")
@@ -296,7 +297,10 @@ def test_bisect_between_finds_the_fixing_commit(tmp_path, capsys):
     commit("erofs: honour SOURCE_DATE_EPOCH in Compare")
     (repo / "NOTES.md").write_text("unrelated again\n")
     commit("more docs")
-    before = set(os.listdir(tempfile_dir()))
+    # a private temp folder: the shared one also holds other runs' worktrees, coming and going
+    private = tmp_path / "tmp"
+    private.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
     code = cli.main(["bisect", str(REPO / "scenarios/epoch/epoch-zero.yaml"), "--between",
                      "HEAD~3", "HEAD", "--repo", str(repo)])
     out = capsys.readouterr().out
@@ -304,10 +308,4 @@ def test_bisect_between_finds_the_fixing_commit(tmp_path, capsys):
     assert "first change: " in out and "erofs: honour SOURCE_DATE_EPOCH in Compare" in out, out
     wt = subprocess.run(git + ["worktree", "list"], capture_output=True, text=True, timeout=60)
     assert len(wt.stdout.strip().splitlines()) == 1, wt.stdout       # worktrees removed
-    assert not {d for d in set(os.listdir(tempfile_dir())) - before
-                if d.startswith("layerconf-worktree-")}
-
-
-def tempfile_dir() -> str:
-    import tempfile
-    return tempfile.gettempdir()
+    assert not [d for d in os.listdir(private) if d.startswith("layerconf-worktree-")]

@@ -422,13 +422,17 @@ class _Timeout(Exception):
     pass
 
 
+BOOT_WALL_FACTOR = 5    # wall time a boot may take, as a multiple of its CPU-time budget
+
+
 class VM:
     """One QEMU guest with the agent. Context manager; start() boots, close() kills.
 
     kernel: a name from vm/kernels.toml ("6.1", "6.12"; None: its default). accel: "auto" (KVM only if a probe
     boots, else TCG), "tcg" or "kvm". rw_dirs: host folders mounted read-write at the same path
-    in the guest (everything else of the host is read-only there). boot_timeout: seconds from
-    qemu start to the agent's ready message; a failed boot is retried `retries` times.
+    in the guest (everything else of the host is read-only there). boot_timeout: seconds of
+    qemu's CPU time from its start to the agent's ready message (wall time: at most
+    BOOT_WALL_FACTOR times that); a failed boot is retried `retries` times.
     """
 
     _seq = itertools.count(1)
@@ -729,7 +733,6 @@ class VM:
         with _LIVE_LOCK:
             _LIVE.add(self)
         self._start_watchdog()
-        deadline = t0 + self.boot_timeout
         if save_to:      # once per machine: a loaded host gets more time before it counts as a hang
             self._save(save_to, qmp_path, t0 + SAVE_TIMEOUT_FACTOR * self.boot_timeout)
             return
@@ -744,9 +747,10 @@ class VM:
                 if self.proc.poll() is not None:
                     s.close()
                     raise self._failure("boot", "qemu exited before opening the agent socket")
-                if time.monotonic() > deadline:
+                if self._boot_overdue(t0):
                     s.close()
-                    raise self._failure("timeout", "qemu did not open the agent socket")
+                    raise self._failure("timeout", "qemu did not open the agent socket "
+                                        + self._boot_waited(t0))
                 time.sleep(0.005)
         self.sock = s
         t_socket = time.monotonic()
@@ -758,10 +762,12 @@ class VM:
         # 3. the agent's ready message
         while True:
             try:
-                msg = self._recv(deadline)
+                msg = self._recv(time.monotonic() + 0.5)
             except _Timeout:
-                raise self._failure("timeout", f"the guest agent was not ready after "
-                                    f"{self.boot_timeout:.0f} s (boot hang?)") from None
+                if not self._boot_overdue(t0):
+                    continue
+                raise self._failure("timeout", "the guest agent was not ready "
+                                    + self._boot_waited(t0) + " (boot hang?)") from None
             except _Lost:
                 raise self._failure("boot", "the guest went away during boot") from None
             if msg.get("event") == "ready":
@@ -821,6 +827,31 @@ class VM:
             return ""
         lines = [ln.rstrip("\r") for ln in text.splitlines() if ln.strip()]
         return " | ".join(lines[-n:])
+
+    def _qemu_cpu_seconds(self) -> float:
+        """CPU time qemu has used (user + system); inf when /proc cannot tell."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            return float("inf")
+
+    def _boot_overdue(self, t0: float) -> bool:
+        """A boot is given boot_timeout seconds of qemu's own CPU time, not of wall time: on a
+        host whose cores are shared with other heavy jobs a TCG guest gets a fraction of a core,
+        and a wall-clock deadline then fails boots that are slow, not hung (a spinning guest
+        still uses up its CPU budget). BOOT_WALL_FACTOR x boot_timeout of wall time is the
+        hard limit, for a qemu that waits without using CPU."""
+        waited = time.monotonic() - t0
+        if waited > self.boot_timeout * BOOT_WALL_FACTOR:
+            return True
+        return waited > self.boot_timeout and self._qemu_cpu_seconds() > self.boot_timeout
+
+    def _boot_waited(self, t0: float) -> str:
+        cpu = self._qemu_cpu_seconds()
+        used = f", {cpu:.0f} s of qemu CPU time" if cpu != float("inf") else ""
+        return (f"after {time.monotonic() - t0:.0f} s{used} (budget {self.boot_timeout:.0f} s "
+                f"of CPU time, at most {self.boot_timeout * BOOT_WALL_FACTOR:.0f} s of wall time)")
 
     def _failure(self, kind: str, what: str) -> VMError:
         """Build a VMError, refine its kind from the console, kill the VM."""

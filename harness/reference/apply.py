@@ -296,11 +296,13 @@ def _apply(f, descriptor, layer_dir, profile, mkfs_options, mkfs, *, tar_index, 
 
     # The stream processor: raw pass-through when DiffCompression is '', else DecompressStream.
     reject = profile.has("gzip-reject-reserved-flags")
+    klauspost = profile.has("inflate-klauspost")
 
     def stream():
         source = streams.Source(f)
         if path.decompress:
-            return streams.iter_stream(source, reject_reserved_gzip_flags=reject)
+            return streams.iter_stream(source, reject_reserved_gzip_flags=reject,
+                                       klauspost_inflate=klauspost)
         return source.chunks()
 
     if path.decompress:

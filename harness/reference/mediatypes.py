@@ -108,6 +108,14 @@ APPLY_SWITCHES: tuple[Switch, ...] = (
            "bits set: 'failed to get stream processor for <mt>: gzip: invalid header'; Go's "
            "stdlib decoder (before v2.4.0) ignores those bits",
            "containerd d8f13bf4c (gzip decode via klauspost)", (("2.4.0-beta.0", None),)),
+    Switch("inflate-klauspost",
+           "gzip members are inflated by klauspost/compress/flate: a non-final dynamic block "
+           "reads 10 bits ahead for each literal/length symbol, and a stored block after it "
+           "takes the whole bytes read ahead as its LEN/NLEN and counts them again, so 'flate: "
+           "corrupt input before offset N' is larger than with Go's stdlib decoder (before "
+           "v2.4.0), and a cut stream hands on less before 'unexpected EOF'",
+           "containerd d8f13bf4c (gzip decode via klauspost); klauspost/compress v1.20.0 "
+           "flate/inflate.go readHuffman, dataBlock", (("2.4.0-beta.0", None),)),
     Switch("apply-refuses-readonly-mounts",
            "Apply fails first with 'cannot apply to a read-only snapshot, its content is already "
            "populated: failed precondition' when the last mount is read-only (not exercised by "

@@ -63,7 +63,14 @@ class _GoInflate:
     it yields what Go hands on before the error and Go's error text ('unexpected EOF', 'flate:
     corrupt input before offset N'). The one behaviour that makes its output differ from
     zlib's on truncation: a literal/length symbol is only decoded once at least as many bits
-    as the end-of-block code's length are available."""
+    as the end-of-block code's length are available.
+
+    ``klauspost`` (containerd v2.4.0+, klauspost/compress/flate) adds three differences: in a
+    non-final dynamic block it waits for 10 more bits than that before a literal/length symbol,
+    and a stored block takes the whole bytes of that read-ahead as its first LEN/NLEN bytes and
+    counts them a second time in the offset of a later 'corrupt input' error; an empty code
+    keeps the lookup table the decoder held before (an empty literal/length code decodes with
+    the block's code-length code, an empty distance code with the last dynamic block's)."""
 
     _ORDER = (16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15)
     _LEN_BASE = (3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83,
@@ -75,12 +82,15 @@ class _GoInflate:
         def __init__(self, message):
             self.message = message
 
-    def __init__(self, data: bytes):
+    def __init__(self, data: bytes, klauspost: bool = False):
         self.data, self.pos, self.b, self.nb = data, 0, 0, 0
         self.out = bytearray()
+        self.klauspost = klauspost
+        self.recounted = 0          # bytes klauspost counts twice (stored blocks after read-ahead)
+        self.last_hd = (0, {})      # klauspost: the distance table an empty distance code keeps
 
     def _corrupt(self):
-        raise self._Stop(f"flate: corrupt input before offset {self.pos}")
+        raise self._Stop(f"flate: corrupt input before offset {self.pos + self.recounted}")
 
     def _more(self):
         if self.pos >= len(self.data):
@@ -127,8 +137,6 @@ class _GoInflate:
     def _sym(self, h, start=None):
         lo, table = h
         n = start if start is not None else lo
-        if n == 0:
-            self._corrupt()
         while True:
             while self.nb < n:
                 self._more()
@@ -139,7 +147,9 @@ class _GoInflate:
                     self.b >>= k
                     self.nb -= k
                     return sym
-            if self.nb >= 15:
+            # Go's lookup entry is empty: an empty code, the unused half of a lone one-bit
+            # code, or no code of up to 15 bits matches
+            if not table or (len(table) == 1 and lo == 1 and self.nb >= 1) or self.nb >= 15:
                 self._corrupt()
             n = self.nb + 1
 
@@ -154,13 +164,19 @@ class _GoInflate:
                 final = self._bits(1) == 1
                 typ = self._bits(2)
                 if typ == 0:
+                    self.b >>= self.nb & 7                 # the rest of the current byte
+                    held = (self.nb >> 3) if self.klauspost else 0
+                    head = (self.b & ((1 << 8 * held) - 1)).to_bytes(held, "little")
                     self.b = self.nb = 0
-                    if len(self.data) - self.pos < 4:
+                    self.recounted += held
+                    need = 4 - held
+                    if len(self.data) - self.pos < need:
                         self.pos = len(self.data)
                         raise self._Stop("unexpected EOF")
-                    n = int.from_bytes(self.data[self.pos:self.pos + 2], "little")
-                    nn = int.from_bytes(self.data[self.pos + 2:self.pos + 4], "little")
-                    self.pos += 4
+                    lens = head + self.data[self.pos:self.pos + need]
+                    n = int.from_bytes(lens[:2], "little")
+                    nn = int.from_bytes(lens[2:4], "little")
+                    self.pos += need
                     if nn != (~n & 0xFFFF):
                         self._corrupt()
                     chunk = self.data[self.pos:self.pos + n]
@@ -175,6 +191,8 @@ class _GoInflate:
                     hl, hd, eob = _GoInflate._FIXED, None, 7
                 elif typ == 2:
                     hl, hd, eob = self._dynamic()
+                    if self.klauspost and not final:
+                        eob += 10   # the smallest next block: a fixed one with only end-of-block
                 else:
                     self._corrupt()
                 self._block(hl, hd, max(hl[0], eob))
@@ -218,6 +236,13 @@ class _GoInflate:
         hl, hd = self._table(lengths[:nlit]), self._table(lengths[nlit:])
         if hl is None or hd is None:
             self._corrupt()
+        if self.klauspost:
+            if not hl[1]:
+                hl = h1
+            if hd[1]:
+                self.last_hd = hd
+            else:
+                hd = self.last_hd
         return hl, hd, lengths[256]
 
     def _block(self, hl, hd, lit_min):
@@ -335,20 +360,22 @@ def check_processor(source: Source, *, reject_reserved_gzip_flags: bool = False)
         _gzip_header_len(source.peek(GZIP_HEADER_MAX), reject_reserved_gzip_flags)
 
 
-def iter_stream(source: Source, *, reject_reserved_gzip_flags: bool = False) -> Iterator[bytes]:
+def iter_stream(source: Source, *, reject_reserved_gzip_flags: bool = False,
+                klauspost_inflate: bool = False) -> Iterator[bytes]:
     """DecompressStream read to the end, in chunks. A decoding error is raised as
     DecompressError (Go's text) after every chunk Go hands on before it; its ``partial`` is
-    empty (the chunks were already yielded)."""
+    empty (the chunks were already yielded). ``klauspost_inflate``: see _GoInflate."""
     kind = detect_compression(source.peek(10))
     if kind == "gzip":
-        yield from _iter_gunzip(source, reject_reserved_gzip_flags)
+        yield from _iter_gunzip(source, reject_reserved_gzip_flags, klauspost_inflate)
     elif kind == "zstd":
         yield from _iter_unzstd(source)
     else:
         yield from source.chunks()
 
 
-def decompress_stream(data: bytes, *, reject_reserved_gzip_flags: bool = False) -> bytes:
+def decompress_stream(data: bytes, *, reject_reserved_gzip_flags: bool = False,
+                      klauspost_inflate: bool = False) -> bytes:
     """iter_stream over bytes, joined; a DecompressError carries the output decoded before it.
 
     harness/reference/compression.py's ``decompress`` decodes the same valid streams (the tests
@@ -357,7 +384,8 @@ def decompress_stream(data: bytes, *, reject_reserved_gzip_flags: bool = False) 
     out: list[bytes] = []
     try:
         for chunk in iter_stream(Source(io.BytesIO(data)),
-                                 reject_reserved_gzip_flags=reject_reserved_gzip_flags):
+                                 reject_reserved_gzip_flags=reject_reserved_gzip_flags,
+                                 klauspost_inflate=klauspost_inflate):
             out.append(chunk)
     except DecompressError as e:
         raise DecompressError(e.message, b"".join(out), e.header) from None
@@ -368,7 +396,7 @@ class StreamMismatch(RuntimeError):
     """The streamed output and Go's replay disagree (an engine bug, never a result)."""
 
 
-def _iter_gunzip(src: Source, reject_reserved: bool) -> Iterator[bytes]:
+def _iter_gunzip(src: Source, reject_reserved: bool, klauspost: bool) -> Iterator[bytes]:
     """Multi-member gzip exactly as Go's gzip.Reader reads it. After a member, EOF ends the
     stream, 1–9 bytes are 'unexpected EOF' and anything that is not a gzip header is 'gzip:
     invalid header' (so zero padding after the last member fails, unlike Python's gzip).
@@ -412,7 +440,7 @@ def _iter_gunzip(src: Source, reject_reserved: bool) -> Iterator[bytes]:
         if not ok:
             # Truncated or corrupt: replay with Go's discipline for its partial output and text.
             src.seek(body_start)
-            go = _GoInflate(src.read(src.remaining()))
+            go = _GoInflate(src.read(src.remaining()), klauspost)
             message = go.run() or "unexpected EOF"
             out = bytes(go.out)
             if len(out) < given or hashlib.sha256(out[:given]).digest() != given_hash.digest():
