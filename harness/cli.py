@@ -63,6 +63,9 @@ def _run_files(files, args, results=None) -> int:
         containerd = resolve(args.containerd)
         if not binary_path(containerd).exists():
             ensure_built(containerd)     # the guest runs the host's build, never builds
+        if args.writer in ("go-erofs", "all"):
+            from . import goerofs
+            goerofs.ensure_built()
     kernels = ["6.1", "6.12"] if args.kernel == "all" else [args.kernel]
     mkfs_versions = erofs_utils.versions() if args.mkfs == "all" else [args.mkfs]
     results = [] if results is None else results
@@ -71,7 +74,8 @@ def _run_files(files, args, results=None) -> int:
         keep = os.path.join(args.keep, f"mkfs-{mkfs}") if args.keep and len(mkfs_versions) > 1 \
             else args.keep
         options = runner.RunOptions(containerd=args.containerd, keep=keep,
-                                    keep_all=args.keep_all, timeout=args.timeout, mkfs=mkfs)
+                                    keep_all=args.keep_all, timeout=args.timeout, mkfs=mkfs,
+                                    writer=args.writer)
         for kernel in (kernels if args.backend == "vm" else [None]):
             try:
                 backend = open_backend(args.backend, kernel=kernel or "6.12", options=options)
@@ -202,19 +206,22 @@ def _versions(selected) -> list[str]:
 
 
 def cmd_matrix(args) -> int:
-    """Every scenario x every listed containerd version (x erofs-utils version), in host mode."""
-    from . import erofs_utils, runner
+    """Every scenario x every listed containerd version (x erofs-utils version x EROFS writer),
+    in host mode."""
+    from . import erofs_utils, goerofs, runner
     from .report.junit import write_junit
     files = _scenario_files(args.paths, args.tag, args.k)
     mkfs_all = erofs_utils.versions() if args.mkfs == "all" else [args.mkfs]
-    cells = [(v, m) for v in _versions(args.containerd) for m in mkfs_all]
-    label = {c: c[0] + (f"+mkfs{c[1]}" if len(mkfs_all) > 1 else "") for c in cells}
+    writers = list(goerofs.WRITERS) if args.writer == "all" else [args.writer]
+    cells = [(v, m, w) for v in _versions(args.containerd) for m in mkfs_all for w in writers]
+    label = {c: c[0] + (f"+mkfs{c[1]}" if len(mkfs_all) > 1 else "")
+             + (f"+{c[2]}" if len(writers) > 1 else "") for c in cells}
     table: dict[str, dict[str, Status]] = {}
     failed = False
     for cell in cells:
-        v, mkfs = cell
+        v, mkfs, writer = cell
         results = []
-        with runner.Session(runner.RunOptions(containerd=v, mkfs=mkfs)) as session:
+        with runner.Session(runner.RunOptions(containerd=v, mkfs=mkfs, writer=writer)) as session:
             for f in files:
                 try:
                     r = runner.run_scenario(load(f), session)
@@ -224,7 +231,8 @@ def cmd_matrix(args) -> int:
                 results.append(r)
                 table.setdefault(r.scenario, {})[label[cell]] = r.status
         counts = {c: sum(1 for r in results if CELL[r.status] == c) for c in dict.fromkeys(CELL.values())}
-        print(f"containerd {v}{' mkfs.erofs ' + mkfs if mkfs else ''}: "
+        print(f"containerd {v}{' mkfs.erofs ' + mkfs if mkfs else ''}"
+              f"{' writer ' + writer if len(writers) > 1 else ''}: "
               + ", ".join(f"{n} {c}" for c, n in counts.items()), flush=True)
         failed |= any(r.status.failed for r in results)
         if args.junit_dir:
@@ -610,6 +618,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--mkfs", default="", metavar="VERSION|all",
                        help="erofs-utils version to run (pinned in erofs-utils/versions.txt; "
                             "default: the system's mkfs.erofs); all: each pinned version in turn")
+        p.add_argument("--writer", default="mkfs", choices=("mkfs", "go-erofs", "all"),
+                       help="whose EROFS image of each tar layer is checked against what the "
+                            "layer means: mkfs (containerd's layer.erofs, default), go-erofs "
+                            "(github.com/erofs/go-erofs, also against mkfs.erofs' image), all")
         p.add_argument("--junit", help="write JUnit XML here")
         p.add_argument("--markdown", help="write a Markdown summary here")
         p.add_argument("-q", "--quiet", action="store_true")
@@ -693,6 +705,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--junit-dir", help="write one JUnit file per version here")
     p.add_argument("--mkfs", default="", metavar="VERSION|all",
                    help="erofs-utils version(s) as a second axis (erofs-utils/versions.txt)")
+    p.add_argument("--writer", default="mkfs", choices=("mkfs", "go-erofs", "all"),
+                   help="EROFS writer(s) whose images are checked, as an axis (all: a cell each)")
     p.set_defaults(fn=cmd_matrix)
 
     p = sub.add_parser("bisect", help="first containerd version (or commit) whose Go output changes")

@@ -14,7 +14,7 @@ import time
 import traceback
 from dataclasses import dataclass
 
-from . import capabilities, erofs_utils, mkfs_shim, roundtrip, spool, srctree, state
+from . import capabilities, erofs_utils, goerofs, mkfs_shim, roundtrip, spool, srctree, state
 from .applycheck import apply_checks, cross_decode
 from .oracle import ContainerdError, Oracle, OracleError, ensure_built, resolve
 from .reference import compare as ref_compare
@@ -40,11 +40,15 @@ class RunOptions:
                                          # mount); a scenario's `timeout:` key overrides it
     mkfs: str = ""                       # erofs-utils version (erofs-utils/versions.txt); "" =
                                          # the system's mkfs.erofs
+    writer: str = "mkfs"                 # whose images of a tar layer are checked against its
+                                         # meaning: mkfs (containerd's layer.erofs), go-erofs
+                                         # (oracle/goerofs/), all (both); see harness/goerofs.py
 
     start_dir: str | None = None         # names of files outside scenarios/ are relative to it
 
     def __post_init__(self):
         self.containerd = resolve(self.containerd)
+        self.writers = goerofs.writers(self.writer)
         self.start_dir = self.start_dir or os.getcwd()   # the host's, also inside the VM
 
 
@@ -183,7 +187,7 @@ def run_scenario(scenario: Scenario, session: Session) -> ScenarioResult:
                 _compare_all(scenario, session, oracle, st, result)
                 if before is not None:
                     stage[0] = "running the round trip"
-                    result.checks.append(_round_trip(scenario, session, oracle, st, result, before))
+                    result.checks += _round_trip(scenario, session, oracle, st, result, before)
                 stage[0] = "cross-decoding the reference's blobs"
                 result.checks += cross_decode(session, result.outcomes)
                 for case in scenario.apply_cases:
@@ -288,12 +292,20 @@ def _tar_media_type(scenario) -> str:
     return OCI_TAR if OCI_TAR in scenario.media_types else scenario.media_types[0]
 
 
-def _round_trip(scenario, session, oracle, st, result, before) -> Check:
+def _round_trip(scenario, session, oracle, st, result, before) -> list[Check]:
     tar_mt = _tar_media_type(scenario)
     go = next((o for o in result.outcomes if o.producer == "go-erofs" and o.media_type == tar_mt),
               None)
     profile = profiles.containerd_profile(session.options.containerd)
-    return roundtrip.round_trip(oracle, st, go, *before, profile, epoch=scenario.source_date_epoch)
+    trees: dict = {}
+    out = [roundtrip.round_trip(oracle, st, go, *before, profile, epoch=scenario.source_date_epoch,
+                                trees=trees)]
+    if "go-erofs" in session.options.writers:
+        out.append(roundtrip.writer_round_trip(oracle, st, go, *before, profile,
+                                               epoch=scenario.source_date_epoch,
+                                               mkfs_after=trees.get("mkfs"),
+                                               timeout=session.timeout))
+    return out
 
 
 def go_compare(oracle, differ, st, media_type, epoch) -> Outcome:
