@@ -23,10 +23,12 @@ func convert(out string, tars []string, merge bool) error {
 	defer f.Close()
 	w := erofs.Create(f, erofs.WithTempDir(filepath.Dir(out)))
 	for _, tarPath := range tars {
-		t, err := readLayer(tarPath, !merge)
+		t, err := readLayer(tarPath, filepath.Dir(out), !merge)
 		if err != nil {
 			return err
 		}
+		// go-erofs reads file contents at Close, not during CopyFrom: keep the spool open
+		defer t.Close()
 		if merge {
 			err = w.CopyFrom(t, erofs.Merge())
 		} else {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"archive/tar"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -46,7 +45,8 @@ type node struct {
 	uid, gid uint32
 	mtime    time.Time
 	xattrs   map[string]string
-	data     []byte
+	off      int64 // a regular file's content: size bytes at off in the tree's spool
+	size     int64
 	target   string // symlink target
 	rdev     uint32
 	children map[string]*node
@@ -56,18 +56,29 @@ func newDir(name string) *node {
 	return &node{name: name, mode: fs.ModeDir | 0o755, children: map[string]*node{}}
 }
 
-// layerTree is one layer as an fs.FS (with ReadLink) for erofs.Writer.CopyFrom.
-type layerTree struct{ root *node }
+// layerTree is one layer as an fs.FS (with ReadLink) for erofs.Writer.CopyFrom. File
+// contents go to a spool file, not memory: layers can be gigabytes.
+type layerTree struct {
+	root  *node
+	spool *os.File
+	end   int64
+}
 
 // readLayer replays the tar at p into a tree; overlay says whether whiteouts become overlayfs
-// whiteouts (one layer) or stay .wh. files (for the library's Merge).
-func readLayer(p string, overlay bool) (*layerTree, error) {
+// whiteouts (one layer) or stay .wh. files (for the library's Merge). The spool lives in dir
+// (already unlinked); close the tree when done.
+func readLayer(p, dir string, overlay bool) (*layerTree, error) {
 	f, err := os.Open(p)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	t := &layerTree{root: newDir(".")}
+	spool, err := os.CreateTemp(dir, ".layerconf-goerofs-spool-")
+	if err != nil {
+		return nil, err
+	}
+	os.Remove(spool.Name())
+	t := &layerTree{root: newDir("."), spool: spool}
 	tr := tar.NewReader(f)
 	for {
 		h, err := tr.Next()
@@ -75,9 +86,11 @@ func readLayer(p string, overlay bool) (*layerTree, error) {
 			return t, nil
 		}
 		if err != nil {
+			t.Close()
 			return nil, fmt.Errorf("reading the layer tar: %w", err)
 		}
 		if err := t.add(h, tr, overlay); err != nil {
+			t.Close()
 			return nil, fmt.Errorf("%s: %w", h.Name, err)
 		}
 	}
@@ -164,11 +177,12 @@ func (t *layerTree) add(h *tar.Header, r io.Reader, overlay bool) error {
 		}
 		n.mode, n.children = fs.ModeDir, map[string]*node{}
 	case tar.TypeReg, tar.TypeRegA: //nolint:staticcheck // old tars still use '\x00'
-		data, err := io.ReadAll(r)
+		size, err := io.Copy(io.NewOffsetWriter(t.spool, t.end), r)
 		if err != nil {
 			return err
 		}
-		n.data = data
+		n.off, n.size = t.end, size
+		t.end += size
 	case tar.TypeSymlink:
 		n.mode, n.target = fs.ModeSymlink, h.Linkname
 	case tar.TypeChar:
@@ -247,7 +261,7 @@ func (t *layerTree) Open(name string) (fs.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &openFile{n: n, r: bytes.NewReader(n.data)}, nil
+	return &openFile{n: n, r: io.NewSectionReader(t.spool, n.off, n.size)}, nil
 }
 
 func (t *layerTree) Stat(name string) (fs.FileInfo, error) {
@@ -286,9 +300,11 @@ func entries(n *node) []fs.DirEntry {
 	return out
 }
 
+func (t *layerTree) Close() error { return t.spool.Close() }
+
 type openFile struct {
 	n *node
-	r *bytes.Reader
+	r *io.SectionReader
 }
 
 func (f *openFile) Stat() (fs.FileInfo, error) { return info{f.n}, nil }
@@ -303,7 +319,7 @@ func (f *openFile) ReadDir(int) ([]fs.DirEntry, error) {
 type info struct{ n *node }
 
 func (i info) Name() string       { return i.n.name }
-func (i info) Size() int64        { return int64(len(i.n.data)) }
+func (i info) Size() int64        { return i.n.size }
 func (i info) Mode() fs.FileMode  { return i.n.mode }
 func (i info) ModTime() time.Time { return i.n.mtime }
 func (i info) IsDir() bool        { return i.n.mode.IsDir() }
@@ -317,7 +333,7 @@ func (i info) Sys() any {
 	if !i.n.mtime.IsZero() {
 		sec, nsec = i.n.mtime.Unix(), i.n.mtime.Nanosecond()
 	}
-	return &erofs.Stat{Mode: i.n.mode, Size: int64(len(i.n.data)), Rdev: i.n.rdev,
+	return &erofs.Stat{Mode: i.n.mode, Size: i.n.size, Rdev: i.n.rdev,
 		UID: i.n.uid, GID: i.n.gid, Mtime: uint64(sec), MtimeNs: uint32(nsec), Nlink: nlink,
 		Xattrs: i.n.xattrs}
 }
