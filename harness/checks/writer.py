@@ -21,6 +21,7 @@ check reports it) and is noted here only. Structural differences between the two
 """
 from __future__ import annotations
 
+import io
 import os
 import re
 import subprocess
@@ -32,21 +33,55 @@ from ..treeview import Difference, diff, hardlink_groups
 from . import meaning as mc
 
 MEANING, GO, MKFS = "meaning", "go-erofs image", "mkfs.erofs image"
+MERGED = "go-erofs merged image"      # the layer through the library's Merge (CopyFrom)
 WIRING = "layerconf's tar wiring (oracle/goerofs/tree.go)"
 
 
 # -- quirk rules: does a registered go-erofs quirk explain this difference? (pure) -----------
 
-def _hardlink_copied(f, ctx) -> bool:
-    return f.attribute == "hardlinks" and f.path in ctx.hardlinked and f.values.get(GO) == ()
+def _hardlink_copied(f, ctx, who) -> bool:
+    return f.attribute == "hardlinks" and f.path in ctx.hardlinked and f.values.get(who) == ()
 
 
+def _merge_in_name_order(f, ctx, who) -> bool:
+    return who == MERGED and f.attribute == "presence" and f.path in ctx.merge_order
+
+
+# quirk -> does it explain this difference of the reading `who` (GO or MERGED)?
 WRITER_RULES = {
     "go-erofs-hardlink-copied": _hardlink_copied,
+    "go-erofs-merge-in-name-order": _merge_in_name_order,
 }
 
-# go-erofs (with the tar reading before it) refused a layer the meaning accepts.
-WRITER_ERROR_RULES: dict = {}
+
+def merge_order(tar: bytes | None) -> frozenset:
+    """Entries whose fate depends on the order of their own layer (pure): those in a directory
+    the same layer marks opaque whose names sort before `.wh..wh..opq` (`.bashrc`, `-x`), and
+    those the same layer whites out after adding them. go-erofs' Merge walks a layer in byte
+    order of names, not in tar order, so it treats both differently from an in-order reader."""
+    from ..reference import tarread
+    if tar is None:
+        return frozenset()
+    names = []
+    try:
+        for h, _ in tarread.TarReader(io.BytesIO(tar)):
+            names.append(mc._clean(h.name))
+    except tarread.TarError:
+        pass
+    marker, prefix = b".wh..wh..opq", b".wh."
+    opaque = {n.rsplit(b"/", 1)[0] or b"/" for n in names if n.rsplit(b"/", 1)[-1] == marker}
+    out, seen = set(), set()
+    for n in names:
+        parent, _, base = n.rpartition(b"/")
+        parent = parent or b"/"
+        if parent in opaque and base and base < marker:
+            out.add(n)
+        if base.startswith(prefix) and base != marker:
+            target = parent.rstrip(b"/") + b"/" + base[len(prefix):]
+            if target in seen:
+                out.add(target)
+        seen.add(n)
+    return frozenset(out)
 
 
 def _component(quirk: str) -> str:
@@ -54,13 +89,13 @@ def _component(quirk: str) -> str:
     return profiles.QUIRKS_BY_NAME[quirk].component
 
 
-def _meaning_quirk(f, ctx, quirks_on) -> str | None:
+def _meaning_quirk(f, ctx, quirks_on, who) -> str | None:
     """A quirk of the meaning side itself (containerd's default applier, whose semantics the
     meaning follows) that explains the difference the same way it does for mkfs.erofs' image."""
     from ..reference import profiles
     if MEANING not in f.values:
         return None
-    d = Difference(f.path, f.attribute, f.values[MEANING], f.values[GO])
+    d = Difference(f.path, f.attribute, f.values[MEANING], f.values[who])
     return next((q for q, rule in mc.MEANING_RULES.items()
                  if profiles.QUIRKS_BY_NAME[q].component == "containerd" and quirks_on(q)
                  and rule(d, ctx)), None)
@@ -79,8 +114,10 @@ class Finding:
 
 def judge(label: str, meaning: mc.Reading, go: mc.Reading, mkfs: mc.Reading, ctx: mc.Context,
           quirks_on, go_error: str | None = None, structure: list[str] = (),
-          max_lines: int = 25) -> Check:
-    """The verdict on one go-erofs image. `go_error` is the writer's refusal (no image)."""
+          merged: mc.Reading | None = None, max_lines: int = 25) -> Check:
+    """The verdict on one go-erofs image (and, when given, the same layer through the library's
+    Merge). `go_error` is the writer's refusal (no image); `ctx.merge_order` (merge_order())
+    is read by the merge quirk."""
     name = f"go-erofs writer {label}"
     gover = f"go-erofs {ctx.versions.get('go-erofs', '')}".strip()
     writer = f"{gover} or {WIRING}"
@@ -111,23 +148,31 @@ def judge(label: str, meaning: mc.Reading, go: mc.Reading, mkfs: mc.Reading, ctx
         findings.append(Finding(b"/", "outcome", {MEANING: said, GO: "error: " + go.error},
                                 f"{gover} (an image the kernel {ctx.versions.get('kernel', '')} "
                                 "cannot read)"))
-    trees = {k: mc._scope(r.tree, ctx) for k, r in ((MEANING, meaning), (GO, go), (MKFS, mkfs))
+    if merged is not None and merged.error and meaning.tree is not None:
+        findings.append(Finding(b"/", "outcome", {MEANING: "applied", MERGED: "error: "
+                                                  + merged.error}, writer))
+    trees = {k: mc._scope(r.tree, ctx) for k, r in ((MEANING, meaning), (GO, go), (MKFS, mkfs),
+                                                    (MERGED, merged or mc.Reading()))
              if r.tree is not None}
     links = {k: hardlink_groups(t) for k, t in trees.items()}
     mkfs_only = 0
-    if GO in trees:
+    for who in (GO, MERGED):
+        if who not in trees:
+            continue
         keys = set()
-        for other in (MEANING, MKFS):
+        for other in (MEANING, MKFS) if who == GO else (MEANING,):
             if other in trees:
-                keys |= {(d.path, d.attribute) for d in diff(trees[other], trees[GO])}
+                keys |= {(d.path, d.attribute) for d in diff(trees[other], trees[who])}
+        shown = [n for n in (MEANING, who, MKFS if who == GO else None) if n in trees]
         for key in sorted(keys):
-            values = {n: mc.value_of(trees[n], links[n], *key) for n in trees}
-            if MEANING in values and values[MEANING] == values[GO]:
+            values = {n: mc.value_of(trees[n], links[n], *key) for n in shown}
+            if MEANING in values and values[MEANING] == values[who]:
                 mkfs_only += 1        # mkfs.erofs' difference: the meaning check names it
                 continue
             f = Finding(key[0], key[1], values, writer)
-            f.quirk = next((q for q, rule in WRITER_RULES.items() if quirks_on(q) and rule(f, ctx)),
-                           None) or _meaning_quirk(f, ctx, quirks_on)
+            f.quirk = next((q for q, rule in WRITER_RULES.items()
+                            if quirks_on(q) and rule(f, ctx, who)), None) \
+                or _meaning_quirk(f, ctx, quirks_on, who)
             findings.append(f)
     if mkfs_only:
         notes.append(f"{mkfs_only} difference(s) where go-erofs holds what the layer means and "
@@ -223,13 +268,14 @@ def check(label: str, blob: bytes, route, go_apply, session, files: dict | None)
         return Check(name, Status.ERROR, f"the go-erofs writer could not run: {e}")
     meaning, ctx = mc.read_meaning(tar, decode_error)
     ctx.versions = versions
+    ctx.merge_order = merge_order(tar)
     if decode_error:
         # containerd decompresses before the writer reads: its Apply fails with the decoder
         return judge(label, meaning, mc.Reading(), mc.Reading(), ctx,
                      lambda q: tool_quirk_holds(q, versions),
                      go_error=f"decompressing the blob: {decode_error} (the writer is not reached)")
     stem = os.path.join(session.base, f"goerofs-{uuid.uuid4().hex[:8]}")
-    tar_path, image_path = stem + ".tar", stem + ".erofs"
+    tar_path, image_path, merged_path = stem + ".tar", stem + ".erofs", stem + ".merged.erofs"
     mkfs_path = None
     go_error, go, mkfs, structure = None, mc.Reading(), mc.Reading(skipped="no layer.erofs"), []
     try:
@@ -241,8 +287,14 @@ def check(label: str, blob: bytes, route, go_apply, session, files: dict | None)
             go_error = str(e)
         except goerofs.GoErofsError as e:
             return Check(name, Status.ERROR, f"the go-erofs writer could not run: {e}")
+        merged = mc.Reading(skipped="the writer refused the layer")
         if go_error is None:
             go = mc.read_image(image_path, session.base, session.timeout)
+            try:          # the same layer through the library's Merge, over nothing
+                goerofs.convert([tar_path], merged_path, merge=True, timeout=session.timeout)
+                merged = mc.read_image(merged_path, session.base, session.timeout)
+            except goerofs.Refused as e:
+                merged = mc.Reading(error=f"go-erofs (merge) refused the layer: {e}")
         if go_apply[1] is not None:
             mkfs_path = mc.write_image(go_apply[1], session.base)
             mkfs = mc.read_image(mkfs_path, session.base, session.timeout)
@@ -251,10 +303,11 @@ def check(label: str, blob: bytes, route, go_apply, session, files: dict | None)
                                            superblock(mkfs_path, session.timeout),
                                            os.path.getsize(image_path), len(go_apply[1]))
         result = judge(label, meaning, go, mkfs, ctx, lambda q: tool_quirk_holds(q, versions),
-                       go_error=go_error, structure=structure)
+                       go_error=go_error, structure=structure, merged=merged)
         if result.status.failed and files is not None:
             s = mc.file_stem(label)
-            for who, r in (("meaning", meaning), ("goerofs", go), ("mkfs", mkfs)):
+            for who, r in (("meaning", meaning), ("goerofs", go), ("goerofs-merged", merged),
+                           ("mkfs", mkfs)):
                 if r.tree is not None:
                     files[f"{s}.tree-{who}.txt"] = mc.listing(r.tree)
             if os.path.exists(image_path):
@@ -262,6 +315,6 @@ def check(label: str, blob: bytes, route, go_apply, session, files: dict | None)
                     files[f"{s}.go-erofs-writer.layer.erofs"] = f.read()
         return result
     finally:
-        for p in (tar_path, image_path, mkfs_path):
+        for p in (tar_path, image_path, merged_path, mkfs_path):
             if p and os.path.exists(p):
                 os.unlink(p)

@@ -359,6 +359,15 @@ QUIRKS += (
           "applier refuses the layer (B22).",
           "spec §7.3 G2; continuity#289 tarconv/apply.go Apply (default case)",
           versions="<=0.3.1", scope="writer", component="go-erofs"),
+    Quirk("go-erofs-merge-in-name-order", "G3",
+          "Merge (CopyFrom with erofs.Merge) walks a layer in byte order of names and acts on "
+          "each whiteout when it meets it, not in tar order: `.wh..wh..opq` also removes the "
+          "layer's own entries that sort before it (`.bashrc`, `-x`), and an entry the layer "
+          "adds and then whites out stays (`.wh.x` sorts before `x`); spec: containerd's "
+          "default applier reads in tar order (OCI layer.md: a whiteout hides lower layers only, "
+          "so go-erofs is right on the second shape and containerd is not).",
+          "spec §7.3 G3; go-erofs v0.3.1 mkfs.go Writer.CopyFrom (Merge); OCI layer.md Whiteouts",
+          versions="<=0.3.1", scope="writer", component="go-erofs"),
 )
 
 # Apply-side switches live in mediatypes.py (their reader); ids and kinds are added here.
