@@ -9,7 +9,7 @@ import pytest
 
 from harness import goerofs
 from harness.checks import writer
-from harness.checks.meaning import Context, Reading, read_image, read_meaning
+from harness.checks.meaning import Context, Reading, read_image
 from harness.reference import layermeaning
 from harness.reference.profiles import tool_quirk_holds
 from harness.result import Status
@@ -99,6 +99,31 @@ def test_an_image_the_kernel_cannot_read_fails_even_when_the_meaning_refuses():
     c = writer.judge("x", Reading(error="invalid whiteout name"), Reading(error="EUCLEAN"),
                      Reading(), Context(versions=versions), quirks)
     assert c.status == Status.FAIL and "cannot read" in c.explanation
+
+
+def test_merge_order_names_what_a_name_ordered_merge_treats_differently():
+    tar = _tar([("o/", tarfile.DIRTYPE, b"", {}), ("o/z", tarfile.REGTYPE, b"z", {}),
+                ("o/.bashrc", tarfile.REGTYPE, b"b", {}),
+                ("o/.wh..wh..opq", tarfile.REGTYPE, b"", {}),
+                ("a/x", tarfile.REGTYPE, b"x", {}), ("a/.wh.x", tarfile.REGTYPE, b"", {}),
+                ("a/.wh.y", tarfile.REGTYPE, b"", {}), ("a/y", tarfile.REGTYPE, b"y", {})])
+    # .bashrc sorts before the marker, z after; x is added then whited out; y the other way
+    assert writer.merge_order(tar) == {b"/o/.bashrc", b"/a/x"}
+    assert writer.merge_order(None) == frozenset()
+
+
+def test_a_merged_image_losing_an_early_sibling_is_g3_and_nothing_else_is():
+    versions, quirks = on()
+    full = tree(o=node("dir"), **{"o/.bashrc": node(), "o/z": node()})
+    lost = tree(o=node("dir"), **{"o/z": node()})
+    ctx = Context(versions=versions, merge_order=frozenset({b"/o/.bashrc"}))
+    c = writer.judge("x", Reading(full), Reading(full), Reading(full), ctx, quirks,
+                     merged=Reading(lost))
+    assert c.status == Status.XFAIL and c.quirks == ["go-erofs-merge-in-name-order"], c.explanation
+    assert "go-erofs merged image: absent" in c.explanation
+    # the per-layer image is not written in name order: the same loss there fails
+    c = writer.judge("x", Reading(full), Reading(lost), Reading(full), ctx, quirks)
+    assert c.status == Status.FAIL
 
 
 def test_structure_diff_lists_only_what_differs():

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import subprocess
 import uuid
 from dataclasses import dataclass
@@ -124,10 +123,8 @@ def judge(label: str, meaning: mc.Reading, go: mc.Reading, mkfs: mc.Reading, ctx
     findings: list[Finding] = []
     notes: list[str] = []
     if go_error and meaning.tree is not None:
-        quirk = next((q for q, rule in WRITER_ERROR_RULES.items()
-                      if quirks_on(q) and rule(go_error, ctx)), None)
         findings.append(Finding(b"/", "outcome", {MEANING: "applied", GO: "error: " + go_error},
-                                writer, quirk))
+                                writer))
     elif go_error:
         notes.append(f"both refuse the layer: meaning: {meaning.error}; go-erofs: {go_error}")
     elif meaning.error and go.tree is not None:

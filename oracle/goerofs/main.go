@@ -43,7 +43,7 @@ func main() {
 			(!*merge && fl.NArg() != 1) {
 			usage()
 		}
-		if err := convert(*out, fl.Args(), *merge); err != nil {
+		if err := convertOrPanic(*out, fl.Args(), *merge); err != nil {
 			os.Remove(*out)
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
@@ -51,6 +51,17 @@ func main() {
 	default:
 		usage()
 	}
+}
+
+// convertOrPanic is convert with a panic inside go-erofs turned into an error (exit 1, not
+// the runtime's exit 2, which would read as a usage error).
+func convertOrPanic(out string, tars []string, merge bool) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v", r)
+		}
+	}()
+	return convert(out, tars, merge)
 }
 
 // moduleVersion is the go-erofs version this binary links.
