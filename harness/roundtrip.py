@@ -162,8 +162,8 @@ def verdict(differences, profile, before, opaque, max_lines: int = 30, epoch=Non
         whose = "" if info.component == "containerd" else f", {info.component} {info.versions}"
         lines.append(f"{q} ({info.spec_id}{whose}): {info.description} ({info.reference})")
         lines += ["  " + d.render() for d in ds[:max_lines]]
-    for name, ds in sorted(by_limit.items()):
-        lines.append(f"expected, as under the spec: {LIMITS[name][0]}")
+    for limit, ds in sorted(by_limit.items()):
+        lines.append(f"expected, as under the spec: {LIMITS[limit][0]}")
         lines += ["  " + d.render() for d in ds[:max_lines]]
     text = "\n".join(lines)
     if unexplained:

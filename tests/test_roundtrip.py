@@ -224,3 +224,10 @@ def test_the_go_erofs_round_trip_explains_copied_hardlinks_only_by_its_writer_qu
                           writer_quirks=["go-erofs-hardlink-copied"])
     assert c.status == Status.XFAIL and c.quirks == ["go-erofs-hardlink-copied"], c.explanation
     assert c.name == roundtrip.WRITER_NAME and "go-erofs <=0.3.1" in c.explanation
+
+
+def test_a_limit_keeps_the_checks_name():
+    before = {**ROOT, b"/s": node("socket")}
+    c = roundtrip.verdict(diff(before, dict(ROOT)), CD, before, {}, name=roundtrip.WRITER_NAME)
+    assert c.status == Status.PASS and c.name == roundtrip.WRITER_NAME, c
+    assert roundtrip.verdict(diff(before, dict(ROOT)), CD, before, {}).name == roundtrip.NAME
