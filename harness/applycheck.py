@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 
 from . import mkfscheck
-from .checks import meaning
+from .checks import meaning, writer
 from .oracle import ContainerdError, OracleError, OracleTimeout
 from .reference import apply as ref_apply
 from .reference import erofs_superblock, mediatypes, profiles
@@ -185,6 +185,11 @@ def apply_checks(case: ApplyCase, session, st=None, outcomes=(), record=None,
             go = go_apply(oracle, path, desc)
         except OracleTimeout as e:
             checks.append(meaning.hung(label, blob, desc, profile, e, session.environment))
+            route = mediatypes.classify(desc.get("mediaType", ""), profile)
+            if "go-erofs" in session.options.writers and route.kind == mediatypes.TAR:
+                # the go-erofs writer does not depend on containerd's hung Apply
+                checks.append(writer.check(label, blob, route, (None, None, str(e), desc),
+                                           session, files))
             if record is not None:
                 record.append(Outcome(producer="go-erofs-apply", media_type=label, error=str(e)))
             continue
@@ -201,8 +206,12 @@ def apply_checks(case: ApplyCase, session, st=None, outcomes=(), record=None,
         if mkfs is not None:
             mine.append(mkfs)
         route = ref[3].path
-        if "meaning" in case.check and route is not None and route.kind == mediatypes.TAR:
+        tar_route = route is not None and route.kind == mediatypes.TAR
+        if "meaning" in case.check and tar_route and "mkfs" in session.options.writers:
             mine.append(meaning.check(label, blob, go, oracle, session, route, files))
+        if tar_route and "go-erofs" in session.options.writers:
+            # every tar case: mkfs options and the case's own checks do not concern go-erofs
+            mine.append(writer.check(label, blob, route, go, session, files))
         checks += mine
         if files is not None and any(c.status.failed for c in mine):
             # both images of a failing case, beside the meaning check's tree listings

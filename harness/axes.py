@@ -1,9 +1,10 @@
-"""The axes a run spans, as one table: containerd x erofs-utils x kernel x overlay options.
+"""The axes a run spans, as one table: containerd x erofs-utils x kernel x overlay options x
+EROFS writer.
 
 Each axis turns its command-line values into a list of values; a cell is one value of each
 axis; `run` and `matrix` both run every cell. An axis sets one field of the runner's options
-(`option`), except the kernel, which picks the VM backend's guest. A new axis (an EROFS writer)
-is one more entry in AXES and a RunOptions field of the same name.
+(`option`), except the kernel, which picks the VM backend's guest. A new axis
+is one more entry in AXES and a RunOptions field of the same name (as `writer` is).
 """
 from __future__ import annotations
 
@@ -73,6 +74,17 @@ def _overlay(given: list[str]) -> list[tuple[str, ...]]:
         raise AxisError(f"--overlay: {e}") from None
 
 
+def _writer(given: list[str]) -> list[str]:
+    """'all' = each EROFS writer in turn (harness/goerofs.py WRITERS); default: mkfs only."""
+    from .goerofs import WRITERS
+    picked = list(WRITERS) if _split(given) == ["all"] else _split(given)
+    bad = [v for v in picked if v not in WRITERS]
+    if bad:
+        raise AxisError(f"--writer: {', '.join(bad)} is not an EROFS writer "
+                        f"({', '.join(WRITERS)}, or all)")
+    return list(dict.fromkeys(picked)) or ["mkfs"]
+
+
 def _overlay_label(v) -> str:
     from . import overlayopts
     return overlayopts.label(v)
@@ -87,6 +99,9 @@ AXES: tuple[Axis, ...] = (
          _kernel, lambda v: v or "default", option=False),
     Axis("overlay", "overlay mount options of the upper's overlay, one set per flag "
          "(redirect_dir=on,metacopy=on; default: the kernel's), or all", _overlay, _overlay_label),
+    Axis("writer", "EROFS writers whose image of each tar layer is checked against what the "
+         "layer means: mkfs (containerd's layer.erofs, default), go-erofs (also against "
+         "mkfs.erofs' image), a comma list, or all", _writer, str),
 )
 AXES_BY_NAME = {a.name: a for a in AXES}
 

@@ -89,6 +89,9 @@ def _run_cells(files, args, on_result=None):
                 from . import daemon
                 if not daemon.binary_path(opts["containerd"]).exists():
                     daemon.ensure_built(opts["containerd"])
+            if opts.get("writer") == "go-erofs":
+                from . import goerofs
+                goerofs.ensure_built()
         # one artifacts folder per cell, so the cells do not overwrite each other
         keep = os.path.join(args.keep, cell.slug(varying)) if args.keep and varying else args.keep
         options = runner.RunOptions(keep=keep, keep_all=args.keep_all, timeout=args.timeout,
@@ -715,6 +718,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "and each feature in turn")
         p.add_argument("--path", default=DEFAULT_PATH, choices=("daemon", "direct", "both"),
                        help=PATH_HELP)
+        p.add_argument("--writer", default="mkfs", choices=("mkfs", "go-erofs", "all"),
+                       help="whose EROFS image of each tar layer is checked against what the "
+                            "layer means: mkfs (containerd's layer.erofs, default), go-erofs "
+                            "(github.com/erofs/go-erofs, also against mkfs.erofs' image), all: "
+                            "each in turn")
         p.add_argument("--junit", help="write JUnit XML here")
         p.add_argument("--markdown", help="write a Markdown summary here")
         p.add_argument("-q", "--quiet", action="store_true")
@@ -792,7 +800,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_golden_record)
 
     p = sub.add_parser("matrix", help="every scenario in every cell of the axes: containerd x "
-                       "erofs-utils x kernel x overlay options (harness/axes.py)")
+                       "erofs-utils x kernel x overlay options x EROFS writer (harness/axes.py)")
     common(p)
     from .axes import AXES
     for axis in AXES:

@@ -87,6 +87,12 @@ QUIRK_RULES = {
     and d.after is None and _node(ctx, d.path, "dir") and _under(d.path, ctx["opaque"]),
 }
 
+# quirk of the go-erofs writer -> does it explain this difference of its round trip?
+WRITER_RULES = {
+    "go-erofs-hardlink-copied": lambda d, ctx: d.attribute == "hardlinks" and d.after == ()
+    and bool(d.before),
+}
+
 # Differences the intended behaviour has too: what an OCI layer tar cannot carry.
 LIMITS = {
     "whiteout-device": ("a 0:0 character device is overlayfs' whiteout: the applied image keeps "
@@ -131,11 +137,13 @@ def carried(d: Difference) -> bool:
     return d.path != b"/"
 
 
-def explain(differences, profile, before, opaque, epoch=None, marks=None) -> tuple[dict, dict, list]:
+def explain(differences, profile, before, opaque, epoch=None, marks=None,
+            writer_quirks=()) -> tuple[dict, dict, list]:
     """(quirk -> differences, limit -> differences, unexplained) for the profile's quirks.
     `opaque` maps the upper's opaque directories to the xattr namespace that marks them; `epoch`
     is the Compare's SOURCE_DATE_EPOCH (seconds) or None; `marks` the upper's redirect
-    directories and metacopy files (overlay_marks)."""
+    directories and metacopy files (overlay_marks); `writer_quirks` are the quirks of the EROFS
+    writer that hold for its version (WRITER_RULES: the go-erofs round trip)."""
     marks = marks or {}
     indexed = [before[p].inode for p in marks.get("indexed", ()) if p in before]
     ctx = {"before": before, "opaque": frozenset(opaque),
@@ -150,6 +158,7 @@ def explain(differences, profile, before, opaque, epoch=None, marks=None) -> tup
     for d in filter(carried, differences):
         limit = next((n for n, (_, rule) in LIMITS.items() if rule(d, ctx)), None)
         quirk = next((q for q, rule in QUIRK_RULES.items() if profile.has(q) and rule(d, ctx)), None)
+        quirk = quirk or next((q for q in writer_quirks if WRITER_RULES[q](d, ctx)), None)
         if limit:
             by_limit.setdefault(limit, []).append(d)
         elif quirk:
@@ -160,8 +169,9 @@ def explain(differences, profile, before, opaque, epoch=None, marks=None) -> tup
 
 
 def verdict(differences, profile, before, opaque, max_lines: int = 30, epoch=None,
-            marks=None) -> Check:
-    by_quirk, by_limit, unexplained = explain(differences, profile, before, opaque, epoch, marks)
+            marks=None, name: str = NAME, writer_quirks=()) -> Check:
+    by_quirk, by_limit, unexplained = explain(differences, profile, before, opaque, epoch, marks,
+                                              writer_quirks)
     lines = []
     if unexplained:
         lines.append(f"{len(unexplained)} difference(s) between the merged upper before Compare "
@@ -171,17 +181,18 @@ def verdict(differences, profile, before, opaque, max_lines: int = 30, epoch=Non
             lines.append(f"  … and {len(unexplained) - max_lines} more")
     for q, ds in sorted(by_quirk.items()):
         info = profiles.QUIRKS_BY_NAME[q]
-        lines.append(f"{q} ({info.spec_id}): {info.description} ({info.reference})")
+        whose = "" if info.component == "containerd" else f", {info.component} {info.versions}"
+        lines.append(f"{q} ({info.spec_id}{whose}): {info.description} ({info.reference})")
         lines += ["  " + d.render() for d in ds[:max_lines]]
-    for name, ds in sorted(by_limit.items()):
-        lines.append(f"expected, as under the spec: {LIMITS[name][0]}")
+    for limit, ds in sorted(by_limit.items()):
+        lines.append(f"expected, as under the spec: {LIMITS[limit][0]}")
         lines += ["  " + d.render() for d in ds[:max_lines]]
     text = "\n".join(lines)
     if unexplained:
-        return Check(NAME, Status.FAIL, text, sorted(by_quirk))
+        return Check(name, Status.FAIL, text, sorted(by_quirk))
     if by_quirk:
-        return Check(NAME, Status.XFAIL, "known divergence from the spec:\n" + text, sorted(by_quirk))
-    return Check(NAME, Status.PASS, text)
+        return Check(name, Status.XFAIL, "known divergence from the spec:\n" + text, sorted(by_quirk))
+    return Check(name, Status.PASS, text)
 
 
 # -- mounts (I/O) ------------------------------------------------------------------------------
@@ -305,7 +316,8 @@ def mtime_precision(tar: bytes | None) -> int:
     return 10**9
 
 
-def round_trip(oracle, st, go_outcome, before, opaque, marks, profile, epoch=None) -> Check:
+def round_trip(oracle, st, go_outcome, before, opaque, marks, profile, epoch=None,
+               trees: dict | None = None) -> Check:
     """Apply containerd's Compare blob with containerd's erofs Apply and compare the mount."""
     if go_outcome is None or go_outcome.error or go_outcome.blob is None:
         why = go_outcome.error.splitlines()[0] if go_outcome and go_outcome.error else "no blob"
@@ -329,9 +341,70 @@ def round_trip(oracle, st, go_outcome, before, opaque, marks, profile, epoch=Non
                 after = capture(merged)
         except MountError as e:
             return Check(NAME, Status.ERROR, f"mounting the applied layer failed: {e}")
+        if trees is not None:
+            trees["mkfs"] = after          # for the go-erofs round trip's comparison
         precision = mtime_precision(go_outcome.tar)
         return verdict(diff(before, after, mtime_precision_ns=precision), profile, before, opaque,
                        epoch=epoch, marks=marks)
     finally:
         with contextlib.suppress(ContainerdError, OracleError):   # never hide the first error
             oracle.remove(key)
+
+
+WRITER_NAME = "round trip (go-erofs writer): Compare → go-erofs image → erofs + overlay mount"
+WRITER_MAX_TAR = 1 << 30
+
+
+def writer_round_trip(oracle, st, go_outcome, before, opaque, marks, profile, epoch=None,
+                      mkfs_after: dict | None = None, timeout: float = MOUNT_TIMEOUT) -> Check:
+    """The round trip with the go-erofs writer: containerd's Compare tar written by go-erofs
+    (oracle/goerofs/), stacked over the lower layers' layer.erofs, must show the merged upper
+    as containerd's own Apply does; a difference passes only on a quirk of containerd's Compare
+    (the layer lost it) or of go-erofs (for its version)."""
+    from . import goerofs
+    from .reference.profiles import QUIRKS, tool_quirk_holds
+    if go_outcome is None or go_outcome.error or go_outcome.tar is None:
+        why = go_outcome.error.splitlines()[0] if go_outcome and go_outcome.error else "no blob"
+        return Check(WRITER_NAME, Status.SKIP, f"containerd's Compare gave no layer ({why})")
+    if len(go_outcome.tar) > WRITER_MAX_TAR:
+        return Check(WRITER_NAME, Status.SKIP, f"the Compare tar is {len(go_outcome.tar)} bytes: "
+                     "the go-erofs round trip would stage it four times on disk (tar, the "
+                     "writer's spool, go-erofs' spool, the image); over "
+                     f"{WRITER_MAX_TAR >> 30} GiB it is left out")
+    work = os.path.join(st.workdir, f"rtg-{uuid.uuid4().hex[:6]}")
+    os.makedirs(work)
+    tar, image = os.path.join(work, "layer.tar"), os.path.join(work, "layer.erofs")
+    with open(tar, "wb") as f:
+        f.write(go_outcome.tar)
+    try:
+        version = goerofs.version()
+        goerofs.convert([tar], image, timeout=timeout)
+    except goerofs.Refused as e:
+        return Check(WRITER_NAME, Status.FAIL, f"go-erofs refused containerd's Compare tar: {e}")
+    except goerofs.GoErofsError as e:
+        return Check(WRITER_NAME, Status.ERROR, f"the go-erofs writer could not run: {e}")
+    finally:
+        os.unlink(tar)
+    lowers = [os.path.join(oracle.snapshot_dir(k), "layer.erofs") for k in st.lower_layers]
+    try:
+        with merged_layers([image] + lowers[::-1], work, timeout) as merged:
+            after = capture(merged)
+    except MountError as e:
+        return Check(WRITER_NAME, Status.ERROR, f"mounting the go-erofs image failed: {e}")
+    except OSError as e:
+        return Check(WRITER_NAME, Status.FAIL, f"the kernel could not read the go-erofs image: "
+                     f"{e.strerror or e}")
+    finally:
+        os.unlink(image)
+    held = [q.name for q in QUIRKS if q.name in WRITER_RULES
+            and tool_quirk_holds(q.name, {"go-erofs": version})]
+    precision = mtime_precision(go_outcome.tar)
+    result = verdict(diff(before, after, mtime_precision_ns=precision), profile, before, opaque,
+                     epoch=epoch, marks=marks, name=WRITER_NAME, writer_quirks=held)
+    if mkfs_after is not None:
+        n = len([d for d in diff(mkfs_after, after, mtime_precision_ns=precision) if carried(d)])
+        note = ("the mounted tree equals containerd's own Apply's (mkfs.erofs)" if not n else
+                f"{n} difference(s) from containerd's own Apply's mounted tree (mkfs.erofs), "
+                "each judged above against the merged upper")
+        result.explanation = (result.explanation + "\n" + note).strip()
+    return result

@@ -15,8 +15,8 @@ import time
 import traceback
 from dataclasses import dataclass
 
-from . import (capabilities, daemon, erofs_utils, mkfs_shim, overlayopts, phases, roundtrip,
-               spool, srctree, state)
+from . import (capabilities, daemon, erofs_utils, goerofs, mkfs_shim, overlayopts, phases,
+               roundtrip, spool, srctree, state)
 from .checks.paths import check_paths
 from .applycheck import apply_checks, cross_decode
 from .oracle import ContainerdError, Oracle, OracleError, ensure_built, resolve
@@ -51,6 +51,9 @@ class RunOptions:
                                          # `layerconf run` and the pytest plugin default to
                                          # DEFAULT_PATH; the in-process tools (fuzz, bisect, matrix,
                                          # golden, export) to direct (README: "Two paths")
+    writer: str = "mkfs"                 # whose images of a tar layer are checked against its
+                                         # meaning: mkfs (containerd's layer.erofs), go-erofs
+                                         # (oracle/goerofs/), all (both); see harness/goerofs.py
 
     start_dir: str | None = None         # names of files outside scenarios/ are relative to it
 
@@ -58,6 +61,7 @@ class RunOptions:
         if self.path not in PATHS + ("both",):
             raise OracleError(f"unknown path {self.path!r}: use daemon, direct or both")
         self.containerd = resolve(self.containerd)
+        self.writers = goerofs.writers(self.writer)
         self.start_dir = self.start_dir or os.getcwd()   # the host's, also inside the VM
         self.overlay = overlayopts.normalise(self.overlay)   # a list when it came through JSON
 
@@ -273,8 +277,7 @@ def _run_scenario(scenario: Scenario, session: Session) -> ScenarioResult:
                 if before is not None:
                     stage[0] = "running the round trip"
                     with phases.phase("round_trip"):
-                        result.checks.append(_round_trip(scenario, session, oracle, st, result,
-                                                         before))
+                        result.checks += _round_trip(scenario, session, oracle, st, result, before)
                 stage[0] = "cross-decoding the reference's blobs"
                 with phases.phase("cross_decode"):
                     result.checks += cross_decode(session, result.outcomes)
@@ -386,12 +389,20 @@ def _tar_media_type(scenario) -> str:
     return OCI_TAR if OCI_TAR in scenario.media_types else scenario.media_types[0]
 
 
-def _round_trip(scenario, session, oracle, st, result, before) -> Check:
+def _round_trip(scenario, session, oracle, st, result, before) -> list[Check]:
     tar_mt = _tar_media_type(scenario)
     go = next((o for o in result.outcomes if o.producer == "go-erofs" and o.media_type == tar_mt),
               None)
     profile = profiles.containerd_profile(session.options.containerd)
-    return roundtrip.round_trip(oracle, st, go, *before, profile, epoch=scenario.source_date_epoch)
+    trees: dict = {}
+    out = [roundtrip.round_trip(oracle, st, go, *before, profile, epoch=scenario.source_date_epoch,
+                                trees=trees)]
+    if "go-erofs" in session.options.writers:
+        out.append(roundtrip.writer_round_trip(oracle, st, go, *before, profile,
+                                               epoch=scenario.source_date_epoch,
+                                               mkfs_after=trees.get("mkfs"),
+                                               timeout=session.timeout))
+    return out
 
 
 def go_compare(oracle, differ, st, media_type, epoch, activate: bool = False) -> Outcome:

@@ -65,7 +65,7 @@ def test_outside_pattern_catches_what_it_should():
 # -- the structure of docs/spec.md -------------------------------------------------------------
 _HEADING = re.compile(r"^#{2,4}\s+(\d+(?:\.\d+)*)\.?\s", re.M)
 _RULE = re.compile(r"^\s{0,3}(\d+)\.\s", re.M)
-_DIVERGENCE = re.compile(r"^- \*\*([BM]\d+) —", re.M)
+_DIVERGENCE = re.compile(r"^- \*\*([BMG]\d+) —", re.M)
 
 
 def spec_structure(text: str) -> tuple[dict[str, str], dict[str, set[int]], set[str]]:
@@ -81,7 +81,7 @@ def spec_structure(text: str) -> tuple[dict[str, str], dict[str, set[int]], set[
 
 # "§3.1", "§7 B2", "§7-B17", "§1.1 step 3", "§1.1 steps 12–14", "§3.1–3.3", "§5.5/§5.6"
 _CITE = re.compile(r"§\s*(\d+(?:\.\d+)?)"
-                   r"(?:[ -]([BM]\d+)\b)?"
+                   r"(?:[ -]([BMG]\d+)\b)?"
                    r"(?:\s+steps?\s+(\d+)(?:\s*[–-]\s*(\d+))?)?"
                    r"(?:–(\d+\.\d+))?")
 

@@ -40,10 +40,11 @@ def test_version_predicate():
 def test_registry_well_formed():
     for q in QUIRKS:
         assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", q.name), q.name
-        # B: containerd, M: mkfs.erofs (each component's defects numbered on their own)
-        prefix = {"containerd": "B", "mkfs.erofs": "M"}[q.component]
+        # B: containerd, M: mkfs.erofs, G: go-erofs (each component's defects numbered apart)
+        prefix = {"containerd": "B", "mkfs.erofs": "M", "go-erofs": "G"}[q.component]
         assert re.fullmatch(prefix + r"\d+", q.spec_id) or (q.kind == "switch" and not q.spec_id)
-        assert q.scope in ("compare", "mounts", "apply", "roundtrip", "meaning", "engine")
+        assert q.scope in ("compare", "mounts", "apply", "roundtrip", "meaning", "writer",
+                           "engine")
         assert q.kind in ("quirk", "switch")
         assert q.description and q.reference and "\n" not in q.description
         version_predicate(q.versions)

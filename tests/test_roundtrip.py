@@ -264,3 +264,21 @@ def test_b21_a_read_only_view_of_an_applied_layer_has_a_0777_root(session, tmp_p
     assert before[b"/"].mode == 0o755
     assert after[b"/"].mode == 0o777, "erofs-utils no longer gives / 0777: update the registry (B21)"
     assert not any(d.path != b"/" for d in diff(before, after))
+
+
+def test_the_go_erofs_round_trip_explains_copied_hardlinks_only_by_its_writer_quirk():
+    before = {**ROOT, b"/a": node(inode=(1, 5)), b"/b": node(inode=(1, 5))}
+    after = {**ROOT, b"/a": node(), b"/b": node()}
+    ds = diff(before, after)
+    assert roundtrip.verdict(ds, CD, before, {}).status == Status.FAIL
+    c = roundtrip.verdict(ds, CD, before, {}, name=roundtrip.WRITER_NAME,
+                          writer_quirks=["go-erofs-hardlink-copied"])
+    assert c.status == Status.XFAIL and c.quirks == ["go-erofs-hardlink-copied"], c.explanation
+    assert c.name == roundtrip.WRITER_NAME and "go-erofs <=0.3.1" in c.explanation
+
+
+def test_a_limit_keeps_the_checks_name():
+    before = {**ROOT, b"/s": node("socket")}
+    c = roundtrip.verdict(diff(before, dict(ROOT)), CD, before, {}, name=roundtrip.WRITER_NAME)
+    assert c.status == Status.PASS and c.name == roundtrip.WRITER_NAME, c
+    assert roundtrip.verdict(diff(before, dict(ROOT)), CD, before, {}).name == roundtrip.NAME

@@ -62,6 +62,8 @@ class Context:
     hardlinked: frozenset = frozenset()      # paths of hardlink entries and their targets
     aufs_dirs: frozenset = frozenset()       # directory entries named .wh..wh.<x>
     versions: dict = field(default_factory=dict)  # component -> version ("mkfs.erofs": "1.8.6")
+    merge_order: frozenset = frozenset()     # entries whose fate depends on their layer's
+                                             # order (checks/writer.py merge_order)
 
 
 # -- quirk rules: does a registered quirk explain this difference? (pure) ---------------------

@@ -91,9 +91,9 @@ class Quirk:
     description: str           # one line: what containerd does, then what `spec` does instead
     reference: str             # spec section and upstream issue/PR
     versions: str = ">=2.1.0"  # versions of `component` it applies to (see version_predicate)
-    scope: str = "compare"     # compare | mounts | apply | roundtrip | meaning | engine
+    scope: str = "compare"     # compare | mounts | apply | roundtrip | meaning | writer | engine
     kind: str = "quirk"        # quirk (a departure from the spec) | switch (a version era)
-    component: str = "containerd"   # whose defect: containerd | mkfs.erofs | kernel
+    component: str = "containerd"   # whose defect: containerd | mkfs.erofs | go-erofs | kernel
     overlay: tuple[str, ...] = ()   # overlay mount options it needs (any one); () = none
     kernels: tuple[str, ...] = ()   # guest kernels (vm/kernels.toml) it was shown on; () = any
 
@@ -348,6 +348,36 @@ QUIRKS: tuple[Quirk, ...] = (
     Quirk("compressor-close-error-ignored", "B14",
           "The compressor's Close error is ignored, so a failed final flush still commits.",
           "spec §1.1 step 10, §7 B14", scope="engine"),
+)
+
+# Divergences of the go-erofs writer (oracle/goerofs/, `--writer go-erofs`) from what the layer
+# means, read through the kernel (harness/checks/writer.py); versions are go-erofs versions.
+QUIRKS += (
+    Quirk("go-erofs-hardlink-copied", "G1",
+          "A hard link is written as an independent copy of its target (same content and "
+          "attributes, its own inode, link count 1): go-erofs v0.3.1's Writer has no Link and "
+          "CopyFrom makes one inode per path; spec (containerd's default applier, mkfs.erofs): "
+          "the names share one inode.",
+          "spec §7.3 G1; go-erofs v0.3.1 mkfs.go (Writer: Create/Mkdir/Symlink/Mknod only); "
+          "continuity#289 needs a later go-erofs for Writer.Link",
+          versions="<=0.3.1", scope="writer", component="go-erofs"),
+    Quirk("go-erofs-gnu-sparse-0-dropped", "G2",
+          "An old-GNU sparse entry (type `S`) is skipped, so the image lacks the file: Go's "
+          "archive/tar reports it as TypeGNUSparse, which containerd's go-erofs Apply "
+          "(continuity tarconv) treats as an unknown type; spec (Go archive/tar): the file at "
+          "its real size, holes as zeros. mkfs.erofs drops it too (M17); containerd's default "
+          "applier refuses the layer (B22).",
+          "spec §7.3 G2; continuity#289 tarconv/apply.go Apply (default case)",
+          versions="<=0.3.1", scope="writer", component="go-erofs"),
+    Quirk("go-erofs-merge-in-name-order", "G3",
+          "Merge (CopyFrom with erofs.Merge) walks a layer in byte order of names and acts on "
+          "each whiteout when it meets it, not in tar order: `.wh..wh..opq` also removes the "
+          "layer's own entries that sort before it (`.bashrc`, `-x`), and an entry the layer "
+          "adds and then whites out stays (`.wh.x` sorts before `x`); spec: containerd's "
+          "default applier reads in tar order (OCI layer.md: a whiteout hides lower layers only, "
+          "so go-erofs is right on the second shape and containerd is not).",
+          "spec §7.3 G3; go-erofs v0.3.1 mkfs.go Writer.CopyFrom (Merge); OCI layer.md Whiteouts",
+          versions="<=0.3.1", scope="writer", component="go-erofs"),
 )
 
 # Apply-side switches live in mediatypes.py (their reader); ids and kinds are added here.

@@ -26,7 +26,7 @@ VERSIONS_TXT = REPO / "oracle" / "versions.txt"
 
 COMPONENTS = ("containerd", "mkfs.erofs", "kernel", "go-erofs")
 KINDS = ("quirk", "switch", "defect", "not-a-defect")
-_ID_RE = re.compile(r"^[BM]\d+$")
+_ID_RE = re.compile(r"^[BMG]\d+$")
 _REF_RE = re.compile(r"^([\w.-]+)/([\w.-]+)(?:#(\d+)|@([0-9a-f]{7,40}))$")
 _KEYS_REQUIRED = ("id", "component", "code", "title", "impact", "versions", "reproducer",
                   "upstream", "fix")
@@ -120,7 +120,8 @@ def load(text: str, source: str = "findings/findings.yaml",
                        f"{', '.join(_KEYS_REQUIRED + _KEYS_OPTIONAL)})")
         fid = _text(raw, "id", source, entry)
         if not _ID_RE.match(fid):
-            raise _err(source, line, entry, "`id` must be B<n> (docs/spec.md §7) or M<n> (§7.1)")
+            raise _err(source, line, entry, "`id` must be B<n> (docs/spec.md §7), M<n> (§7.1) "
+                       "or G<n> (§7.3)")
         if fid in seen:
             raise _err(source, line, entry, f"duplicate id (first at line {seen[fid]})")
         seen[fid] = line

@@ -1,0 +1,78 @@
+"""The go-erofs writer (oracle/goerofs/): layer tars to EROFS images with github.com/erofs/go-erofs,
+the pure-Go writer containerd is moving to, as a second writer beside mkfs.erofs.
+
+One process per conversion, each with a deadline; the binary is built (and cached by its inputs'
+hash) by oracle/goerofs/build.sh, which .ci/bootstrap runs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BUILD = REPO / "oracle" / "goerofs" / "build.sh"
+BINARY = REPO / ".cache" / "goerofs" / "layerconf-goerofs"
+WRITERS = ("mkfs", "go-erofs")        # --writer values ("all" = both)
+
+
+class GoErofsError(Exception):
+    """The writer could not run (missing binary, failed build, deadline): an engine error."""
+
+
+class Refused(Exception):
+    """go-erofs (or the tar reading before it) refused the layer; str() is its message."""
+
+
+def writers(value: str) -> tuple[str, ...]:
+    """A --writer value -> the writers whose images are checked."""
+    if value in ("", "all"):
+        return WRITERS if value == "all" else ("mkfs",)
+    if value not in WRITERS:
+        raise ValueError(f"--writer {value!r}: expected one of {', '.join(WRITERS)} or all")
+    return (value,)
+
+
+def ensure_built(timeout: float = 600) -> Path:
+    try:
+        p = subprocess.run(["bash", str(BUILD)], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise GoErofsError(f"building the go-erofs writer took over {timeout:g} s") from None
+    if p.returncode != 0:
+        tail = (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1]
+        raise GoErofsError(f"building the go-erofs writer (oracle/goerofs/build.sh) failed: {tail}")
+    return Path(p.stdout.strip())
+
+
+def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+    if not BINARY.exists():
+        ensure_built()
+    try:
+        return subprocess.run([str(BINARY)] + argv, capture_output=True, timeout=timeout,
+                              encoding="utf-8", errors="backslashreplace")   # tar names: any bytes
+    except subprocess.TimeoutExpired:
+        raise GoErofsError(f"layerconf-goerofs {argv[0]} did not finish within {timeout:g} s "
+                           "(killed)") from None
+
+
+def version(timeout: float = 30) -> str:
+    """The go-erofs module version the writer links, e.g. "v0.3.1"."""
+    p = _run(["version"], timeout)
+    try:
+        return json.loads(p.stdout)["go_erofs"]
+    except (ValueError, KeyError):
+        raise GoErofsError(f"layerconf-goerofs version said {p.stdout!r} {p.stderr!r}") from None
+
+
+def convert(tars: list[str], out: str, merge: bool = False, timeout: float = 300) -> str:
+    """Write the EROFS image of the layer tar (or, merged, of the stack bottom first) to `out`.
+    Refused when go-erofs or the tar reading fails."""
+    p = _run(["convert", "-o", out] + (["--merge"] if merge else []) + list(tars), timeout)
+    if p.returncode == 2:
+        raise GoErofsError(f"layerconf-goerofs usage error: {p.stderr.strip()}")
+    if p.returncode != 0:
+        raise Refused(p.stderr.strip() or f"exit {p.returncode}")
+    if not os.path.exists(out):
+        raise GoErofsError(f"layerconf-goerofs exited 0 but wrote no {out}")
+    return out
