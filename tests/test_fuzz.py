@@ -86,10 +86,10 @@ def test_an_oracle_killed_from_outside_is_restarted_not_reported(tmp_path, monke
         calls.append(scenario.name)
         return real(scenario, session)
 
-    def go_compare(oracle, *args):
+    def go_compare(oracle, *args, **kw):
         if len(calls) == 3 and oracle.alive:
             oracle.kill()                     # dies while the case is running
-        return real_compare(oracle, *args)
+        return real_compare(oracle, *args, **kw)
 
     monkeypatch.setattr(runner, "run_scenario", run_scenario)
     monkeypatch.setattr(runner, "go_compare", go_compare)

@@ -76,9 +76,9 @@ def test_killed_oracle_is_an_error_not_a_failure_and_the_next_scenario_gets_a_ne
     scenario = load(REPO / "scenarios/whiteout/root-file.yaml")
     real = runner.go_compare
 
-    def killed_first(oracle, *args):
+    def killed_first(oracle, *args, **kw):
         oracle.kill()              # the oracle dies in the middle of the scenario
-        return real(oracle, *args)
+        return real(oracle, *args, **kw)
 
     with runner.Session(runner.RunOptions(build=False)) as s:
         monkeypatch.setattr(runner, "go_compare", killed_first)
