@@ -119,6 +119,8 @@ def run_suite(backend, files) -> tuple[float, dict, dict]:
     try:
         for d in backend.run_files(files):
             statuses[d["scenario"]] = d["status"]
+            if d["status"] == "error":
+                print(f"  {d['scenario']}: error: {(d.get('message') or '').strip()[:600]}")
             for k, v in (d.get("phases") or {}).items():
                 phases[k] = phases.get(k, 0.0) + v
     finally:

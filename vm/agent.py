@@ -38,8 +38,9 @@ import os
 import sys
 import time
 
-# glob, subprocess, signal and traceback are imported where used: every module imported at
-# start-up is read cold through 9p under TCG and delays the ready message.
+# Modules imported at start-up come from the initramfs: vm/initramfs.py copies those that
+# AGENT_START_IMPORTS names. The rest (subprocess, signal, traceback...) are imported where used,
+# from the host's tree once the agent is in it.
 
 PORT_NAME = "layerconf.agent"
 VM_DIR = os.path.dirname(os.path.abspath(__file__))   # the host's vm/ once the setup line came

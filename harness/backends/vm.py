@@ -580,7 +580,8 @@ class VM:
     def start(self) -> "VM":
         """Start the guest: restore the saved ready state of this machine (saving it first when
         there is none yet), or boot it. A state that fails to restore is deleted and the next
-        attempt boots."""
+        attempt boots; a restore that timed out is retried as one (a loaded host, not a bad
+        state)."""
         with self._lock:
             if self.alive:
                 return self
@@ -596,7 +597,7 @@ class VM:
                     errors.append(e)
                     if e.kind == "setup":
                         raise
-                    if state is not None:
+                    if state is not None and e.kind != "timeout":   # slow is no sign of a bad state
                         with contextlib.suppress(OSError):
                             state.unlink()
                         state = None
@@ -630,17 +631,23 @@ class VM:
 
     def _saved_state(self) -> Path | None:
         """The saved state for this machine, saved now if missing; None when it cannot be (the
-        guest then boots). Another process saving the same key meanwhile: boot this once."""
+        guest then boots). While another process saves a state of this kernel, wait for it
+        (a restore after the wait beats a boot)."""
         d = _states_dir(self.kernel)
         path = d / f"{self.state_key()}.vmstate"
         if path.is_file():
             return path
         import fcntl
         with open(d / "saving.lock", "a") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                return None
+            deadline = time.monotonic() + SAVE_TIMEOUT_FACTOR * self.boot_timeout
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        return None
+                    time.sleep(0.2)
             if not path.is_file():
                 try:
                     self._boot(0, save_to=path)
