@@ -8,7 +8,8 @@
 #    ext4 on /dev/vda (layerconf.scratch=ext4) or tmpfs. Whiteouts and trusted.* xattrs need a
 #    real local fs (never use 9p paths as scratch), and 6.12's file-backed erofs needs a fs with
 #    read_folio, which tmpfs lacks (ENOTBLK).
-# 4. read-write 9p shares from layerconf.rw=tag:/path,... mounted at the same paths
+# 4. read-write 9p shares from layerconf.rw=tag:/path,... mounted at the same paths; the
+#    user-mode network when layerconf.net=user
 # 5. chroot /newroot and run the agent with the host's python; power off when it exits
 #
 # Console lines starting with "LAYERCONF-" are read by harness/backends/vm.py.
@@ -71,6 +72,18 @@ for spec in $(echo "$RW" | tr ',' ' '); do
     mkdir -p "$R$path" && mount -t 9p -o trans=virtio,version=9p2000.L,rw,cache=none,msize=262144 \
         "$tag" "$R$path" || die "9p rw share $tag at $path"
 done
+
+# QEMU user-mode network (layerconf.net=user, only for scenarios that need the network): the
+# slirp defaults, guest 10.0.2.15, gateway 10.0.2.2, DNS 10.0.2.3.
+if [ "$(getarg layerconf.net "")" = user ]; then
+    for m in $(cat "/host$MODDIR/extra" 2>/dev/null); do
+        [ -d /sys/module/$m ] || insmod "/host$MODDIR/$m.ko" || echo "LAYERCONF-INSMOD-FAIL $m"
+        [ "$m" = virtio_net ] && break
+    done
+    ip link set lo up && ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 \
+        && ip route add default via 10.0.2.2 || die "user-mode network (virtio_net, eth0)"
+    rm -f $R/etc/resolv.conf && echo "nameserver 10.0.2.3" > $R/etc/resolv.conf
+fi
 
 hostname layerconf-vm
 PY=$(getarg layerconf.python /usr/bin/python3)

@@ -342,6 +342,8 @@ class VM:
     boots, else TCG), "tcg" or "kvm". rw_dirs: host folders mounted read-write at the same path
     in the guest (everything else of the host is read-only there). boot_timeout: seconds from
     qemu start to the agent's ready message; a failed boot is retried `retries` times.
+    network: QEMU user-mode networking (slirp: a virtio-net device, 10.0.2.15 via 10.0.2.2, DNS
+    10.0.2.3, no root needed), off unless asked: a guest is offline by default.
     """
 
     _seq = itertools.count(1)
@@ -349,7 +351,7 @@ class VM:
     def __init__(self, kernel: str | None = None, *, accel: str | None = None, memory: str = "1G",
                  smp: int = 1, boot_timeout: float = 60.0, retries: int = 1,
                  python: str | None = None, rw_dirs=(), append: str = "",
-                 scratch: str = "ext4", scratch_size: str = "8G",
+                 scratch: str = "ext4", scratch_size: str = "8G", network: bool = False,
                  log_dir: str | os.PathLike | None = None, fetch: bool = True):
         self.kernel = kernel_names(kernel)[0] if kernel in (None, "", "default") else kernel
         self.accel_wanted = (accel or os.environ.get("LAYERCONF_VM_ACCEL") or "auto").lower()
@@ -359,6 +361,7 @@ class VM:
         self.rw_dirs = [str(Path(d).resolve()) for d in rw_dirs]
         self.append = append
         self.scratch, self.scratch_size = scratch, scratch_size
+        self.network = bool(network)
         if scratch not in ("ext4", "tmpfs"):
             raise ValueError(f"scratch must be ext4 or tmpfs, not {scratch!r}")
         self.fetch = fetch
@@ -452,6 +455,8 @@ class VM:
             append.append("layerconf.rw=" + ",".join(f"rw{i}:{d}" for i, d in enumerate(self.rw_dirs)))
         if scratch_img:
             append.append("layerconf.scratch=ext4")
+        if self.network:
+            append.append("layerconf.net=user")
         if self.append:
             append.append(self.append)
         if len(" ".join(append)) >= 2048:
@@ -472,6 +477,8 @@ class VM:
         if scratch_img:
             cmd += ["-drive", f"file={_qarg(scratch_img)},if=none,id=scratch,format=raw,cache=unsafe",
                     "-device", "virtio-blk-device,drive=scratch"]
+        if self.network:
+            cmd += ["-netdev", "user,id=net0", "-device", "virtio-net-device,netdev=net0"]
         for i, d in enumerate(self.rw_dirs):
             cmd += ["-fsdev", f"local,id=rwfs{i},path={_qarg(d)},security_model=none,multidevs=remap",
                     "-device", f"virtio-9p-device,fsdev=rwfs{i},mount_tag=rw{i}"]
@@ -729,7 +736,8 @@ class VM:
         return {"kernel": self.kernel, "package": a.get("package"), "version": a.get("version"),
                 "release": a.get("release"), "accel": self.accel, "boot_seconds": self.boot_seconds,
                 "console_log": str(self.console_log) if self.console_log else None,
-                "python": self.python, "scratch": getattr(self, "scratch_used", self.scratch)}
+                "python": self.python, "scratch": getattr(self, "scratch_used", self.scratch),
+                "network": "user" if self.network else None}
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Ask the guest to power off (flushes rw shares), then make sure qemu is gone."""
@@ -853,11 +861,16 @@ class VMBackend:
             dirs.append(str(Path(options["keep"]).resolve()))
         return sorted(set(dirs))
 
-    def vm(self, options: dict | None = None) -> VM:
+    def vm(self, options: dict | None = None, *, network: bool = False) -> VM:
+        """The VM for these options; `network`: one with the user-mode network (a VM of its
+        own, shared like the others, so scenarios without the need stay offline)."""
         rw = self._rw_dirs(options if options is not None else self.options)
         kw = dict(self.vm_options, rw_dirs=rw)
+        if network:
+            kw["network"] = True
         key = (self.kernel, json.dumps(kw, sort_keys=True, default=str))
-        if self._vm is not None and self._vm.alive and (self._vm.rw_dirs == rw):
+        if (self._vm is not None and self._vm.alive and self._vm.rw_dirs == rw
+                and self._vm.network == bool(kw.get("network"))):
             return self._vm
         if self.reuse:
             with _SHARED_LOCK:
@@ -907,7 +920,7 @@ class VMBackend:
         path = str(Path(path).resolve())
         vm = None
         try:
-            vm = self.vm(opts)
+            vm = self.vm(opts, network=_needs_network(path))
             if self.drop_caches:
                 vm.call("drop_caches", timeout=60)
             result = vm.call("scenario", timeout=self.scenario_timeout, path=path, options=guest_opts)
@@ -956,6 +969,18 @@ class VMBackend:
                 for k in [k for k, v in _SHARED.items() if v is vm]:
                     del _SHARED[k]
             vm.kill()
+
+
+def _needs_network(path: str) -> bool:
+    """The scenario requires a capability probed over the network (capabilities.NETWORK)."""
+    from ..capabilities import NETWORK
+    try:
+        if not os.path.isfile(path):   # never open a FIFO or device here
+            return False
+        from ..scenario import load
+        return bool(NETWORK.intersection(load(path).requires))
+    except Exception:  # noqa: BLE001  (a bad file is reported by the runner in the guest)
+        return False
 
 
 def backends_for(spec: str, options=None, **kw) -> list[VMBackend]:
