@@ -362,6 +362,43 @@ def test_corpus_index_maps_names_to_content_hashes(tmp_path, monkeypatch):
     assert Path(corpus.path(name)).name == __import__("hashlib").sha256(name.encode()).hexdigest()
 
 
+def test_corpus_ensure_says_why_it_cannot_build_and_builds_once(tmp_path, monkeypatch):
+    """make test builds the corpus on first use: without root or the mirror it gives the reason
+    (the scenario skips with it); two concurrent callers build once, the second waits."""
+    import threading
+    import time
+    from harness import corpus
+    monkeypatch.setattr(corpus, "CACHE", tmp_path)
+    monkeypatch.setattr(corpus, "mirror_reachable", lambda timeout=5.0: False)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert "needs root" in corpus.ensure()
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert "does not answer" in corpus.ensure() and "debian-mirror" in corpus.ensure()
+    monkeypatch.setattr(corpus, "mirror_reachable", lambda timeout=5.0: True)
+    builds = []
+
+    def fake_build(force, log):
+        builds.append(threading.get_ident())
+        time.sleep(0.3)
+        blobs = tmp_path / "blobs" / "sha256"
+        blobs.mkdir(parents=True, exist_ok=True)
+        index = {}
+        for n in corpus.NAMES:
+            (tmp_path / "x").write_bytes(n.encode())
+            index[n] = corpus._store(tmp_path / "x", log)
+        (tmp_path / "index.json").write_text(__import__("json").dumps(index))
+        return index
+
+    monkeypatch.setattr(corpus, "_build", fake_build)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(corpus.ensure())) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert results == [None, None] and len(builds) == 1 and corpus.built()
+
+
 def test_lazy_capabilities_skip_with_their_reason(monkeypatch):
     from harness import corpus
     monkeypatch.setattr(capabilities, "_LAZY_CACHE", {})
