@@ -420,6 +420,17 @@ def test_oci_layout_lower(session, tmp_path):
         assert entries(r)["a"].size == len("changed")
 
 
+def test_cli_apply_of_a_file_that_is_no_layer_says_so(tmp_path):
+    """A .deb given as a layer: both differs refuse it alike (PASS), and the output says that
+    nothing was made rather than a bare PASS."""
+    (tmp_path / "pkg.deb").write_bytes(b"!<arch>\ndebian-binary   0           0     0     100644  4 "
+                                       b"      `\n2.0\n")
+    p = subprocess.run([sys.executable, "-m", "harness.cli", "apply", "--backend", "host",
+                        "pkg.deb"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "note: containerd's erofs Apply refused the layer, and the reference agrees: " in p.stdout
+
+
 def test_cli_compare_and_apply_save_a_scenario_that_reruns(tmp_path):
     layer_tar(tmp_path / "in" / "base.tar", {"a": b"1"})
     layer_tar(tmp_path / "in" / "top.tar", {"n": b"x"}, whiteouts=[".wh.a"])
@@ -450,7 +461,8 @@ for _name in list(globals()):
             "test_failing_command_reports_its_output", "test_sync_and_apply_on_top",
             "test_expected_error_that_does_not_happen_is_an_error",
             "test_rename_of_a_lower_dir_is_exdev_raw_and_mv_otherwise",
-            "test_cli_compare_and_apply_save_a_scenario_that_reruns", "test_oci_layout_lower"}:
+            "test_cli_compare_and_apply_save_a_scenario_that_reruns", "test_oci_layout_lower",
+            "test_cli_apply_of_a_file_that_is_no_layer_says_so"}:
         for _m in live:
             globals()[_name] = _m(globals()[_name])
 
