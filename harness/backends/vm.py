@@ -853,6 +853,7 @@ class VMBackend:
         self.raise_errors = raise_errors
         self.vm_options = vm_options
         self._vm: VM | None = None
+        self._used: list[VM] = []       # every VM this backend ran on (offline, networked)
 
     def _rw_dirs(self, options: dict) -> list[str]:
         dirs = list(self.vm_options.get("rw_dirs", ()))
@@ -884,6 +885,8 @@ class VMBackend:
             vm = VM(self.kernel, **kw)
         vm.start()
         self._vm = vm
+        if vm not in self._used:
+            self._used.append(vm)
         return vm
 
     def kernel_probe(self, vm: VM | None = None) -> dict:
@@ -962,9 +965,9 @@ class VMBackend:
                 "artifacts": None}
 
     def close(self) -> None:
-        """Kill this backend's VM (a shared one too: other users boot a fresh one if needed)."""
-        vm, self._vm = self._vm, None
-        if vm is not None:
+        """Kill this backend's VMs (shared ones too: other users boot a fresh one if needed)."""
+        used, self._used, self._vm = self._used, [], None
+        for vm in used:
             with _SHARED_LOCK:
                 for k in [k for k, v in _SHARED.items() if v is vm]:
                     del _SHARED[k]
