@@ -48,6 +48,9 @@ def _lazy(name: str) -> bool:
 
 _LAZY_CACHE: dict[str, bool] = {}
 LAZY = ("debian-mirror", "corpus")
+# Probed over the network: a VM guest gets QEMU's user-mode network only for scenarios that
+# require one of these (harness/backends/vm.py), so every other scenario runs offline.
+NETWORK = frozenset({"debian-mirror"})
 
 
 def _filesystems() -> set[str]:

@@ -609,6 +609,11 @@ def _one_shot(args, data: dict, name: str) -> int:
         load(path)       # the written file must be a valid scenario: fail here, not in the guest
         results = []
         code = _run_files([path], args, results)
+        for r in results:
+            refused = [o.error for o in r.outcomes if o.producer == "go-erofs-apply" and o.error]
+            if refused and not r.status.failed:   # a bare PASS would hide that nothing was made
+                print("note: containerd's erofs Apply refused the layer, and the reference agrees: "
+                      + refused[0].strip().splitlines()[0])
         if tmp:
             for r in results:
                 if r.artifacts and os.path.isdir(r.artifacts):
@@ -656,6 +661,15 @@ def cmd_apply(args) -> int:
     """Apply BLOB with containerd's erofs differ and the reference; compare the results."""
     from . import oneshot, state
     from .scenario.model import LayerSource
+    from .scenario import ocilayout
+    if ocilayout.is_layout(args.blob):
+        try:
+            found = [os.path.relpath(p) for p, _ in ocilayout.layers(args.blob)]
+        except ocilayout.OCILayoutError as e:
+            found = [f"(its layers cannot be listed: {e})"]
+        raise UsageError(f"{args.blob} is an OCI image layout; `apply` takes one layer blob, such "
+                         f"as {' or '.join(found[-3:])} (`compare LAYOUT UPPER` builds on all "
+                         "its layers)")
     if not os.path.isfile(args.blob):
         raise UsageError(f"{args.blob}: no such file (give a layer tar or compressed blob)")
     mt = args.media_type or state.tar_media_type(LayerSource("tar", args.blob))
@@ -738,17 +752,21 @@ def build_parser() -> argparse.ArgumentParser:
     epilog = ("Exit codes: 0 containerd and the reference agree (or differ by known quirks), "
               "1 a conformance difference, 2 usage or set-up errors.")
     p = sub.add_parser(
-        "compare", help="compare LOWER and UPPER (directories or layer tars) without a YAML file",
-        description=_fill("Build a one-layer state from LOWER, change it into UPPER, and run containerd's "
+        "compare", help="compare LOWER and UPPER (directories, layer tars, an OCI layout) without a "
+        "YAML file",
+        description=_fill("Build a state from LOWER, change it into UPPER, and run containerd's "
         "Compare (erofs and walking differs) against the reference, plus the round trip. LOWER: "
-        "a directory (copied in, owners/modes/times/xattrs/hardlinks kept) or a layer tar or "
-        "compressed blob (applied by containerd's erofs differ). UPPER: a directory = the "
+        "a directory (copied in, owners/modes/times/xattrs/hardlinks kept), a layer tar or "
+        "compressed blob (applied by containerd's erofs differ), or an OCI image layout (its "
+        "image's layers, bottom first, each applied so; from containerd v2.2 Compare over two "
+        "or more lower layers fails: quirk lower-mount-templates-unactivated). UPPER: a directory = the "
         "merged tree wanted (synced into the overlay: only differences change), or a layer "
         "tar/blob applied on top by containerd's applier. Needs root for --backend host."),
         epilog="Example: layerconf compare --backend host rootfs/ rootfs-after/ "
                "--save-scenario bug.yaml\n" + epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("lower", help="lower layer: a directory or a layer tar/blob")
+    p.add_argument("lower", help="lower layer(s): a directory, a layer tar/blob or an OCI image "
+                   "layout")
     p.add_argument("upper", help="the merged tree wanted (directory) or a layer tar/blob on top")
     p.add_argument("--media-type", action="append",
                    help="Compare media type (repeatable; default: tar, tar+gzip, tar+zstd)")
@@ -761,8 +779,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "apply", help="apply a layer BLOB with containerd and the reference without a YAML file",
         description=_fill("Apply BLOB (a layer tar or compressed blob) with containerd's erofs differ "
-        "and the reference, and compare the returned descriptor, the error text and "
-        "layer.erofs byte for byte."),
+        "and the reference, compare the returned descriptor, the error text and "
+        "layer.erofs byte for byte, and check the image against what the layer means "
+        "(docs/meaning.md)."),
         epilog="Example: layerconf apply --backend host layer.tar.gz --save-scenario bug.yaml\n"
                + epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("blob", help="a layer tar or compressed blob (gzip, zstd)")

@@ -14,12 +14,17 @@ class OneShotError(ValueError):
 
 
 def kind_of(path: str) -> str:
-    """'dir' or 'tar' (any other file: a layer tar or compressed blob)."""
+    """'oci' (an OCI image layout: its layers), 'dir' or 'tar' (any other file: a layer tar or
+    compressed blob)."""
+    from .scenario.ocilayout import is_layout
+    if is_layout(path):
+        return "oci"
     if os.path.isdir(path):
         return "dir"
     if os.path.isfile(path):
         return "tar"
-    raise OneShotError(f"{path}: no such file or directory (give a directory or a layer tar/blob)")
+    raise OneShotError(f"{path}: no such file or directory (give a directory, a layer tar/blob or "
+                       "an OCI image layout)")
 
 
 def _rel(path: str, folder: str | None) -> str:
@@ -37,8 +42,12 @@ def slug(*paths: str) -> str:
 
 def compare_scenario(lower: str, upper: str, lower_kind: str, upper_kind: str, folder: str, *,
                      media_types=(), source_date_epoch=None) -> dict:
-    """LOWER (dir or tar) as the one lower layer; UPPER a dir = the merged tree wanted (synced
-    into the merged view), a tar = a layer applied on top by containerd's applier."""
+    """LOWER (dir or tar: one lower layer; oci: the image's layers) as the lower; UPPER a dir =
+    the merged tree wanted (synced into the merged view), a tar = a layer applied on top by
+    containerd's applier."""
+    if upper_kind == "oci":
+        raise OneShotError(f"{upper}: UPPER is an OCI image layout; give the merged tree wanted (a "
+                           "directory) or a layer tar/blob on top (e.g. one of its blobs/sha256/*)")
     lower_layer = {lower_kind: _rel(lower, folder)}
     op = ({"op": "sync", "from": _rel(upper, folder)} if upper_kind == "dir"
           else {"op": "apply", "tar": _rel(upper, folder)})

@@ -101,6 +101,8 @@ class ScenarioItem(pytest.Item):
         self.keywords.update({t: True for t in scenario.tags})
 
     def runtest(self):
+        if "corpus" in self.scenario.requires:
+            _ensure_corpus()
         result = self.config._layerconf.run(str(self.path))
         status = Status(result["status"])
         self.user_properties.append(("status", status.value))
@@ -122,6 +124,20 @@ class ScenarioItem(pytest.Item):
 
     def reportinfo(self):
         return self.path, 0, f"scenario {self.scenario.name}"
+
+
+def _ensure_corpus():
+    """The real-world corpus, built on first use where it can be (root, the Debian mirror);
+    else the scenario is skipped with the reason."""
+    from . import capabilities, corpus
+    try:
+        reason = corpus.ensure(log=lambda message: None)
+    except corpus.CorpusError as e:
+        raise ScenarioFailed(f"error: the Debian mirror answers but the real-world corpus could "
+                             f"not be built: {e}") from None
+    if reason:
+        pytest.skip(reason)
+    capabilities._LAZY_CACHE.pop("corpus", None)   # probed before the build in this process
 
 
 def _explain(result: dict) -> str:

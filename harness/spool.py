@@ -28,6 +28,14 @@ class Spool:
             return b""
         return mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
 
+    def chunks(self, size: int = 1 << 20):
+        """What was written, read back from the start in pieces (never all at once)."""
+        f = self._file
+        f.flush()
+        f.seek(0)
+        while data := f.read(size):
+            yield data
+
 
 def load(path: str, limit: int = MEMORY_LIMIT):
     """A file's bytes; mapped rather than read when large."""

@@ -46,6 +46,46 @@ def layer_tar(path: Path, files: dict, whiteouts=()) -> Path:
     return path
 
 
+def oci_layout(root: Path, images: dict, nested_platforms=None) -> Path:
+    """An OCI image layout: images = {ref: [layer blob bytes, ...]}; with nested_platforms,
+    one image index per ref whose manifests are for those platforms (same layers)."""
+    import hashlib
+    import json
+
+    def put(data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+        (root / "blobs" / "sha256" / digest).write_bytes(data)
+        return "sha256:" + digest
+
+    def manifest(blobs) -> dict:
+        config = b"{}"
+        body = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                           "digest": put(config), "size": len(config)},
+                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                            "digest": put(b), "size": len(b)} for b in blobs]}
+        data = json.dumps(body).encode()
+        return {"mediaType": body["mediaType"], "digest": put(data), "size": len(data)}
+
+    descs = []
+    for ref, blobs in images.items():
+        if nested_platforms:
+            subs = [dict(manifest(blobs), platform=dict(zip(("os", "architecture", "variant"),
+                                                            p.split("/"))))
+                    for p in nested_platforms]
+            data = json.dumps({"schemaVersion": 2, "manifests": subs}).encode()
+            desc = {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": put(data),
+                    "size": len(data)}
+        else:
+            desc = manifest(blobs)
+        desc["annotations"] = {"org.opencontainers.image.ref.name": ref}
+        descs.append(desc)
+    (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": descs}))
+    return root
+
+
 # -- pure ----------------------------------------------------------------------------------
 
 def test_pseudo_random_is_deterministic_and_chunked():
@@ -142,6 +182,70 @@ def test_compare_with_missing_input_is_a_usage_error(tmp_path):
                        cwd=REPO, timeout=60)
     assert p.returncode == 2 and "no such file or directory" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def _gz(files: dict) -> bytes:
+    bio = io.BytesIO()
+    with tarfile.open(fileobj=bio, mode="w") as t:
+        for name, data in files.items():
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            t.addfile(ti, io.BytesIO(data))
+    return gzip.compress(bio.getvalue(), mtime=0)
+
+
+def test_oci_layout_lowers_are_the_image_layers_bottom_first(tmp_path):
+    base, top = _gz({"a": b"1"}), _gz({"b": b"2"})
+    oci_layout(tmp_path / "img", {"app:1": [base, top], "other:2": [top]})
+    oci_layout(tmp_path / "multi", {"app:1": [base]}, nested_platforms=["linux/arm64/v8",
+                                                                          "linux/amd64"])
+    f = write(tmp_path / "s.yaml", """\
+        description: x
+        lowers:
+          - {oci: img, ref: "app:1"}
+          - {oci: multi, platform: linux/arm64}
+        """)
+    s = load(f)
+    assert [(l.kind, Path(l.path).read_bytes(), l.media_type) for l in s.lowers] == [
+        ("tar", base, "application/vnd.oci.image.layer.v1.tar+gzip"),
+        ("tar", top, "application/vnd.oci.image.layer.v1.tar+gzip"),
+        ("tar", base, "application/vnd.oci.image.layer.v1.tar+gzip")]
+
+
+@pytest.mark.parametrize("layer, message", [
+    ("{oci: img}", r"s.yaml:3: lowers\[0\]: OCI image layout 'img': index.json names 2 images; "
+                   r"choose one with ref: \(app:1, other:2\)"),
+    ('{oci: img, ref: "nope"}', r"no image named 'nope' in index.json \(names: app:1, other:2\)"),
+    ("{oci: multi, platform: linux/s390x}", r"no manifest for platform linux/s390x \(platforms: "
+                                            r"linux/amd64, linux/arm64/v8\)"),
+    ("{oci: .}", r"is not an OCI image layout \(no oci-layout file\)"),
+    ("{oci: img, tag: x}", r"unknown key 'tag' in lowers\[0\]"),
+])
+def test_oci_layout_errors_name_file_line_and_choices(tmp_path, layer, message):
+    oci_layout(tmp_path / "img", {"app:1": [_gz({"a": b"1"})], "other:2": [_gz({"b": b"2"})]})
+    oci_layout(tmp_path / "multi", {"app:1": [_gz({"a": b"1"})]},
+               nested_platforms=["linux/arm64/v8", "linux/amd64"])
+    f = write(tmp_path / "s.yaml", f"description: x\nlowers:\n  - {layer}\n")
+    with pytest.raises(ScenarioError, match=message):
+        load(f)
+
+
+def test_one_shot_knows_an_oci_layout(tmp_path):
+    from harness import oneshot
+    oci_layout(tmp_path / "img", {"app:1": [_gz({"a": b"1"})]})
+    (tmp_path / "after").mkdir()
+    assert oneshot.kind_of(str(tmp_path / "img")) == "oci"
+    data = oneshot.compare_scenario(str(tmp_path / "img"), str(tmp_path / "after"), "oci", "dir",
+                                    str(tmp_path))
+    assert data["lowers"] == [{"oci": "img"}]
+    with pytest.raises(oneshot.OneShotError, match="UPPER is an OCI image layout"):
+        oneshot.compare_scenario(str(tmp_path / "after"), str(tmp_path / "img"), "dir", "oci",
+                                 str(tmp_path))
+    p = subprocess.run([sys.executable, "-m", "harness.cli", "apply", "--backend", "host",
+                        str(tmp_path / "img")], capture_output=True, text=True, cwd=tmp_path,
+                       timeout=60)
+    assert p.returncode == 2 and "is an OCI image layout; `apply` takes one layer blob" in p.stderr
+    assert "blobs/sha256/" in p.stderr and "Traceback" not in p.stderr
 
 
 # -- live ----------------------------------------------------------------------------------
@@ -288,6 +392,45 @@ def test_sync_and_apply_on_top(session, tmp_path):
     assert set(e) >= {".wh.a", ".wh.c", "n", "z"} and "b" not in e   # b unchanged: not copied up
 
 
+def test_oci_layout_lower(session, tmp_path):
+    """An image's layers as the lower: one layer diffs as usual; over two, containerd from
+    v2.2 fails Compare, which the registry explains (lower-mount-templates-unactivated)."""
+    oci_layout(tmp_path / "img", {"one": [_gz({"a": b"1"})],
+                                  "two": [_gz({"a": b"1"}), _gz({"d/b": b"2"})]})
+    f = write(tmp_path / "one.yaml", """\
+        description: an OCI image as the lower
+        lowers:
+          - {oci: img, ref: one}
+        upper:
+          - {op: write, path: a, content: changed}
+        """)
+    r = runner.run_scenario(load(f), session)
+    assert r.status in (Status.PASS, Status.XFAIL), r.message
+    assert entries(r)["a"].size == len("changed")
+    two = write(tmp_path / "two.yaml", f.read_text().replace("ref: one", "ref: two"))
+    r = runner.run_scenario(load(two), session)
+    from harness.oracle import resolve
+    from harness.reference.profiles import containerd_profile
+    if containerd_profile(resolve(session.options.containerd)).has(
+            "lower-mount-templates-unactivated"):
+        assert r.status == Status.XFAIL, r.message
+        assert "lower-mount-templates-unactivated" in "\n".join(c.explanation for c in r.checks)
+    else:
+        assert r.status in (Status.PASS, Status.XFAIL), r.message
+        assert entries(r)["a"].size == len("changed")
+
+
+def test_cli_apply_of_a_file_that_is_no_layer_says_so(tmp_path):
+    """A .deb given as a layer: both differs refuse it alike (PASS), and the output says that
+    nothing was made rather than a bare PASS."""
+    (tmp_path / "pkg.deb").write_bytes(b"!<arch>\ndebian-binary   0           0     0     100644  4 "
+                                       b"      `\n2.0\n")
+    p = subprocess.run([sys.executable, "-m", "harness.cli", "apply", "--backend", "host",
+                        "pkg.deb"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "note: containerd's erofs Apply refused the layer, and the reference agrees: " in p.stdout
+
+
 def test_cli_compare_and_apply_save_a_scenario_that_reruns(tmp_path):
     layer_tar(tmp_path / "in" / "base.tar", {"a": b"1"})
     layer_tar(tmp_path / "in" / "top.tar", {"n": b"x"}, whiteouts=[".wh.a"])
@@ -318,7 +461,8 @@ for _name in list(globals()):
             "test_failing_command_reports_its_output", "test_sync_and_apply_on_top",
             "test_expected_error_that_does_not_happen_is_an_error",
             "test_rename_of_a_lower_dir_is_exdev_raw_and_mv_otherwise",
-            "test_cli_compare_and_apply_save_a_scenario_that_reruns"}:
+            "test_cli_compare_and_apply_save_a_scenario_that_reruns", "test_oci_layout_lower",
+            "test_cli_apply_of_a_file_that_is_no_layer_says_so"}:
         for _m in live:
             globals()[_name] = _m(globals()[_name])
 
@@ -360,6 +504,43 @@ def test_corpus_index_maps_names_to_content_hashes(tmp_path, monkeypatch):
     name = corpus.NAMES[0]
     assert Path(corpus.path(name)).read_bytes() == name.encode()
     assert Path(corpus.path(name)).name == __import__("hashlib").sha256(name.encode()).hexdigest()
+
+
+def test_corpus_ensure_says_why_it_cannot_build_and_builds_once(tmp_path, monkeypatch):
+    """make test builds the corpus on first use: without root or the mirror it gives the reason
+    (the scenario skips with it); two concurrent callers build once, the second waits."""
+    import threading
+    import time
+    from harness import corpus
+    monkeypatch.setattr(corpus, "CACHE", tmp_path)
+    monkeypatch.setattr(corpus, "mirror_reachable", lambda timeout=5.0: False)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert "needs root" in corpus.ensure()
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert "does not answer" in corpus.ensure() and "debian-mirror" in corpus.ensure()
+    monkeypatch.setattr(corpus, "mirror_reachable", lambda timeout=5.0: True)
+    builds = []
+
+    def fake_build(force, log):
+        builds.append(threading.get_ident())
+        time.sleep(0.3)
+        blobs = tmp_path / "blobs" / "sha256"
+        blobs.mkdir(parents=True, exist_ok=True)
+        index = {}
+        for n in corpus.NAMES:
+            (tmp_path / "x").write_bytes(n.encode())
+            index[n] = corpus._store(tmp_path / "x", log)
+        (tmp_path / "index.json").write_text(__import__("json").dumps(index))
+        return index
+
+    monkeypatch.setattr(corpus, "_build", fake_build)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(corpus.ensure())) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert results == [None, None] and len(builds) == 1 and corpus.built()
 
 
 def test_lazy_capabilities_skip_with_their_reason(monkeypatch):

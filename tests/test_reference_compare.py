@@ -514,6 +514,27 @@ def test_write_diff_streams(tmp_path):
     assert buf.getvalue() == run(lower, upper)
 
 
+@pytest.mark.parametrize("mt", [OCI_TAR, OCI_TAR_GZIP, OCI_TAR_ZSTD])
+def test_a_layer_past_the_spill_size_is_described_from_its_spooled_bytes(trees, monkeypatch, mt):
+    """Past SPILL the tar and the blob live in temporary files (an mmap each); digest, size and
+    the uncompressed label, taken while writing, match the bytes returned."""
+    from harness.reference import compare as compare_mod
+    monkeypatch.setattr(compare_mod, "SPILL", 4096)
+    lower, upper = trees
+    for i in range(8):
+        write(upper, f"d/f{i}", os.urandom(3000) + bytes(3000))
+    out = compare(lower, upper, media_type=mt, profile=CTR)
+    assert not isinstance(out.tar, bytes) and len(out.tar) > 4096     # spilled: an mmap
+    blob = bytes(out.blob)
+    assert out.descriptor == {"mediaType": mt, "size": len(blob),
+                              "digest": "sha256:" + hashlib.sha256(blob).hexdigest()}
+    assert compression.decompress(blob) == bytes(out.tar) == run(lower, upper)
+    if mt != OCI_TAR:
+        assert blob == compression.compress(bytes(out.tar), mt)
+        assert out.labels["containerd.io/uncompressed"] == (
+            "sha256:" + hashlib.sha256(bytes(out.tar)).hexdigest())
+
+
 def test_b18_lower_symlink_dir_component(trees):
     """Lower x is a symlink to a directory; the upper replaced it with a real x/. overlayfs
     shows nothing of the lower below x, so x/keep must be emitted; containerd follows the

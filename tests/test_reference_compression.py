@@ -79,3 +79,20 @@ def test_decompress_to_writes_bounded_chunks(kind):
     c.decompress_to(blob, writes.append, chunk=1 << 20)
     assert b"".join(writes) == raw
     assert max(map(len, writes)) <= 1 << 20
+
+
+@pytest.mark.parametrize("mt", [c.OCI_TAR, c.OCI_TAR_GZIP, c.OCI_TAR_ZSTD])
+def test_streamed_compression_is_the_same_however_the_payload_is_cut(mt):
+    """compress_to (Compare of a large layer reads its spool in pieces) writes compress()'s bytes
+    for any cut of the payload, including past zstd's 128 KiB block and a 1-byte cut."""
+    data = (DATA * 60)[: (1 << 20) + 7]
+    whole = c.compress(data, mt)
+    for size in (1 << 20, 4096, 777):
+        out = []
+        c.compress_to((data[i:i + size] for i in range(0, len(data), size)), len(data), mt,
+                      out.append)
+        assert b"".join(out) == whole, size
+    out = []
+    c.compress_to((DATA[i:i + 1] for i in range(300)), 300, mt, out.append)
+    assert b"".join(out) == c.compress(DATA[:300], mt)
+    assert c.decompress(whole) == data

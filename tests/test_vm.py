@@ -149,6 +149,23 @@ def test_modprobe_extra_module(vm, vm_host):
     assert "ext4" in vm_host.file("/proc/filesystems").content_string.split()
 
 
+def test_guest_is_offline_unless_asked(vm):
+    assert "eth0" not in vm.run("cat /proc/net/dev")["stdout"]
+
+
+def test_user_mode_network_when_asked():
+    """The opt-in network: eth0 with slirp's address, its DNS, and its gateway answering TCP
+    (slirp's own DNS port: nothing outside the host is needed)."""
+    with vmb.VM(_first_available(), network=True) as vm:
+        r = vm.run("ip -4 -o addr show eth0; ip route; cat /etc/resolv.conf", timeout=60)
+        assert "10.0.2.15/24" in r["stdout"] and "default via 10.0.2.2" in r["stdout"], r
+        assert "nameserver 10.0.2.3" in r["stdout"]
+        probe = ("import socket; s = socket.create_connection(('10.0.2.3', 53), timeout=10); "
+                 "print('connected')")
+        r = vm.run(["python3", "-c", probe], timeout=60)
+        assert r["stdout"].strip() == "connected", r
+
+
 # ---------------------------------------------------------------- capabilities
 
 def test_kernel_probe(backend, vm, kernel):

@@ -237,6 +237,29 @@ def test_saved_state_key_covers_the_machine_but_not_per_guest_paths(tmp_path, mo
     assert machine(rw_dirs=[str(tmp_path / "a")]).state_key() != base
 
 
+def test_network_only_when_asked(tmp_path):
+    def command(**kw):
+        vm = vmb.VM("6.1", accel="tcg", **kw)
+        vm.qemu, vm.accel, vm.initrd = "qemu-system-x86_64", "tcg", tmp_path / "initramfs.cpio"
+        vm.art = fk.KernelArtifacts("6.1", tmp_path, tmp_path / "vmlinux", tmp_path / "modules", {})
+        return vm.command(str(tmp_path / "a.sock"), tmp_path / "console.log")
+    offline, online = command(), command(network=True)
+    assert "-netdev" not in offline and "layerconf.net" not in " ".join(offline)
+    assert online[online.index("-netdev") + 1] == "user,id=net0"
+    assert "virtio-net-device,netdev=net0" in online
+    assert "layerconf.net=user" in online[online.index("-append") + 1].split()
+
+
+def test_scenarios_needing_the_mirror_get_the_network(tmp_path):
+    base = "description: d\nlowers: [[{path: a, type: file}]]\nupper: [{op: rm, path: a}]\n"
+    plain, mirror = tmp_path / "plain.yaml", tmp_path / "mirror.yaml"
+    plain.write_text(base + "requires: [trusted-xattr]\n")
+    mirror.write_text(base + "requires: [debian-mirror]\n")
+    assert not vmb._needs_network(str(plain))
+    assert vmb._needs_network(str(mirror))
+    assert not vmb._needs_network(str(tmp_path / "missing.yaml"))
+
+
 def test_setup_error_is_one_paragraph(monkeypatch):
     monkeypatch.setenv("LAYERCONF_QEMU", "/nonexistent/qemu")
     with pytest.raises(vmb.VMError) as ei:

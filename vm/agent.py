@@ -107,6 +107,34 @@ def mount_host(setup: dict, root: str = "/newroot") -> None:
         _mount(tag, root + path, "9p", P9 + ",cache=none")
 
 
+def network_up() -> None:
+    """QEMU's user-mode network (net=user on the setup line; only for scenarios that need the
+    mirror): virtio_net from the initramfs (init loaded it with the extra modules), eth0 as
+    slirp's default guest 10.0.2.15/24 via 10.0.2.2, and slirp's DNS 10.0.2.3 in the guest's
+    resolv.conf. Run after the chroot (subprocess is not among the initramfs' modules), with the
+    host's `ip` (iproute2) or its busybox."""
+    import shutil
+    import subprocess
+    ip = [shutil.which("ip")] if shutil.which("ip") else [shutil.which("busybox") or "busybox", "ip"]
+    if not os.path.isdir("/sys/class/net/eth0"):
+        raise OSError("user-mode network: no eth0 (virtio_net not loaded, or no virtio-net "
+                      "device)")
+    for argv in (["ip", "link", "set", "lo", "up"], ["ip", "link", "set", "eth0", "up"],
+                 ["ip", "addr", "add", "10.0.2.15/24", "dev", "eth0"],
+                 ["ip", "route", "add", "default", "via", "10.0.2.2"]):
+        try:
+            p = subprocess.run(ip + argv[1:], capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.SubprocessError) as e:
+            raise OSError(f"user-mode network: {' '.join(argv)}: {e}") from None
+        if p.returncode:
+            raise OSError(f"user-mode network: {' '.join(argv)}: {p.stderr.strip()}")
+    resolv = "/etc/resolv.conf"
+    if os.path.lexists(resolv):
+        os.unlink(resolv)
+    with open(resolv, "w") as f:
+        f.write("nameserver 10.0.2.3\n")
+
+
 def enter_host(setup: dict) -> None:
     """Mount the host's tree (mount_host), chroot into it and take the environment, paths and
     python of the setup line, as if started there."""
@@ -344,6 +372,12 @@ def main() -> int:
         return 1
     reseed(setup.get("seed", ""))
     setup_path(setup.get("pythonpath", ""))
+    if setup.get("net") == "user":
+        try:
+            network_up()
+        except OSError as e:
+            print(f"LAYERCONF-INIT-FAIL {e}", flush=True)
+            return 1
     try:
         os.chdir(REPO)   # as on the host, where the harness runs from the repo
     except OSError:

@@ -433,6 +433,9 @@ class VM:
     in the guest (everything else of the host is read-only there). boot_timeout: seconds of
     qemu's CPU time from its start to the agent's ready message (wall time: at most
     BOOT_WALL_FACTOR times that); a failed boot is retried `retries` times.
+    network: QEMU user-mode networking (slirp: a virtio-net device, 10.0.2.15 via 10.0.2.2, DNS
+    10.0.2.3, no root needed), off unless asked: a guest is offline by default; such a guest
+    always boots (no saved state).
     """
 
     _seq = itertools.count(1)
@@ -442,7 +445,7 @@ class VM:
                  python: str | None = None, rw_dirs=(), append: str = "",
                  scratch: str = "ext4", scratch_size: str = "8G",
                  log_dir: str | os.PathLike | None = None, fetch: bool = True,
-                 saved_state: bool | None = None):
+                 saved_state: bool | None = None, network: bool = False):
         self.kernel = kernel_names(kernel)[0] if kernel in (None, "", "default") else kernel
         self.accel_wanted = (accel or os.environ.get("LAYERCONF_VM_ACCEL") or "auto").lower()
         self.memory, self.smp = memory, smp
@@ -451,12 +454,15 @@ class VM:
         self.rw_dirs = [str(Path(d).resolve()) for d in rw_dirs]
         self.append = append
         self.scratch, self.scratch_size = scratch, scratch_size
+        self.network = bool(network)
         if scratch not in ("ext4", "tmpfs"):
             raise ValueError(f"scratch must be ext4 or tmpfs, not {scratch!r}")
         self.fetch = fetch
         if saved_state is None:
             saved_state = os.environ.get("LAYERCONF_VM_SAVED_STATE", "1") != "0"
-        self.use_saved_state = saved_state
+        self.network = bool(network)
+        # a networked guest is rare: it boots rather than keep a second saved state per kernel
+        self.use_saved_state = saved_state and not self.network
         self.started_by: str | None = None       # "restore" (a saved state) or "boot"
         self.boot_stages: dict = {}
         self._log_dir = Path(log_dir) if log_dir else None
@@ -562,6 +568,8 @@ class VM:
         if scratch_img:
             cmd += ["-drive", f"file={_qarg(scratch_img)},if=none,id=scratch,format=raw,cache=unsafe",
                     "-device", "virtio-blk-device,drive=scratch"]
+        if self.network:
+            cmd += ["-netdev", "user,id=net0", "-device", "virtio-net-device,netdev=net0"]
         for i, d in enumerate(self.rw_dirs):
             cmd += ["-fsdev", f"local,id=rwfs{i},path={_qarg(d)},security_model=none,multidevs=remap",
                     "-device", f"virtio-9p-device,fsdev=rwfs{i},mount_tag=rw{i}"]
@@ -574,7 +582,7 @@ class VM:
                   "pythonpath": ":".join(site), "modules": str(self.art.modules_dir),
                   "rw": ",".join(f"rw{i}:{d}" for i, d in enumerate(self.rw_dirs)),
                   "scratch": scratch, "time": str(int(time.time())),
-                  "seed": os.urandom(32).hex()}
+                  "seed": os.urandom(32).hex(), "net": "user" if self.network else ""}
         return "setup " + " ".join(f"{k}={v}" for k, v in fields.items() if v) + "\n"
 
     def start(self) -> "VM":
@@ -983,7 +991,8 @@ class VM:
                 "release": a.get("release"), "accel": self.accel, "boot_seconds": self.boot_seconds,
                 "console_log": str(self.console_log) if self.console_log else None,
                 "python": self.python, "scratch": getattr(self, "scratch_used", self.scratch),
-                "started_by": self.started_by}
+                "started_by": self.started_by,
+                "network": "user" if self.network else None}
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Ask the guest to power off (flushes rw shares), then make sure qemu is gone."""
@@ -1111,6 +1120,7 @@ class VMBackend:
         self.guests = guests or len(os.sched_getaffinity(0))   # for run_files
         self.vm_options = vm_options
         self._vm: VM | None = None
+        self._used: list[VM] = []       # every VM this backend ran on (offline, networked)
 
     def _rw_dirs(self, options: dict) -> list[str]:
         dirs = list(self.vm_options.get("rw_dirs", ()))
@@ -1120,11 +1130,16 @@ class VMBackend:
         # a folder inside a shared one is shared with it (and needs no VM of its own)
         return sorted(d for d in set(dirs) if not any(d.startswith(o + "/") for o in dirs))
 
-    def vm(self, options: dict | None = None) -> VM:
+    def vm(self, options: dict | None = None, *, network: bool = False) -> VM:
+        """The VM for these options; `network`: one with the user-mode network (a VM of its
+        own, shared like the others, so scenarios without the need stay offline)."""
         rw = self._rw_dirs(options if options is not None else self.options)
         kw = dict(self.vm_options, rw_dirs=rw)
+        if network:
+            kw["network"] = True
         key = (self.kernel, json.dumps(kw, sort_keys=True, default=str))
-        if self._vm is not None and self._vm.alive and (self._vm.rw_dirs == rw):
+        if (self._vm is not None and self._vm.alive and self._vm.rw_dirs == rw
+                and self._vm.network == bool(kw.get("network"))):
             return self._vm
         if self.reuse:
             with _SHARED_LOCK:
@@ -1138,6 +1153,8 @@ class VMBackend:
             vm = VM(self.kernel, **kw)
         vm.start()
         self._vm = vm
+        if vm not in self._used:
+            self._used.append(vm)
         return vm
 
     def kernel_probe(self, vm: VM | None = None) -> dict:
@@ -1187,7 +1204,7 @@ class VMBackend:
         times = {}
         try:
             t = time.monotonic()
-            vm = self.vm(opts)
+            vm = self.vm(opts, network=_needs_network(path))
             times["vm_start"] = time.monotonic() - t
             if self.drop_caches:
                 t = time.monotonic()
@@ -1295,13 +1312,25 @@ class VMBackend:
                 "artifacts": None}
 
     def close(self) -> None:
-        """Kill this backend's VM (a shared one too: other users boot a fresh one if needed)."""
-        vm, self._vm = self._vm, None
-        if vm is not None:
+        """Kill this backend's VMs (shared ones too: other users boot a fresh one if needed)."""
+        used, self._used, self._vm = self._used, [], None
+        for vm in used:
             with _SHARED_LOCK:
                 for k in [k for k, v in _SHARED.items() if v is vm]:
                     del _SHARED[k]
             vm.kill()
+
+
+def _needs_network(path: str) -> bool:
+    """The scenario requires a capability probed over the network (capabilities.NETWORK)."""
+    from ..capabilities import NETWORK
+    try:
+        if not os.path.isfile(path):   # never open a FIFO or device here
+            return False
+        from ..scenario import load
+        return bool(NETWORK.intersection(load(path).requires))
+    except Exception:  # noqa: BLE001  (a bad file is reported by the runner in the guest)
+        return False
 
 
 def backends_for(spec: str, options=None, **kw) -> list[VMBackend]:

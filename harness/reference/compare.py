@@ -2,8 +2,9 @@
 
 ``lower_root`` stands for the mounted lower (containerd's temporary mount) and ``upper_root``
 for ``<layer>/fs``. The walk (walk.py) feeds the ChangeWriter (changes.py), whose tar is
-written to memory, compressed for the media type (compression.py), and described the way
-Compare returns it. Labels are what the content store ends up holding for the blob (a fresh
+hashed as it is written and spooled (memory while small, then an unlinked temporary file),
+compressed for the media type from the spool in pieces (compression.py), and described the way
+Compare returns it: memory stays bounded for a rootfs-sized layer. Labels are what the content store ends up holding for the blob (a fresh
 store: the "blob already exists" branches of §1.1 steps 12–14 do not arise).
 
 Errors are ``CompareError`` with containerd's wrapping; where Go names its temporary mount
@@ -23,6 +24,7 @@ from .profiles import OCI_TAR, Profile
 from .walk import GoError, diff_dir_changes, go_str
 
 LABEL_UNCOMPRESSED = "containerd.io/uncompressed"
+SPILL = 8 << 20          # the tar and blob buffers move to a temporary file past this size
 
 
 class CompareError(GoError):
@@ -45,6 +47,22 @@ class CompareOutput:
 
 def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class _Counted:
+    """A writer that hashes and counts what it passes on (the digest without a second read)."""
+
+    def __init__(self, write):
+        self._write, self.sha, self.size = write, hashlib.sha256(), 0
+
+    def write(self, data) -> None:
+        self.sha.update(data)
+        self.size += len(data)
+        self._write(data)
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self.sha.hexdigest()
 
 
 def write_diff(lower_root: str | bytes, upper_root: str | bytes, profile: Profile,
@@ -102,9 +120,10 @@ def compare(lower_root: str | bytes, upper_root: str | bytes, *, media_type: str
     if failing:
         raise CompareError(f"{outer}: {failing}")
 
-    spool = Spool()
+    tar_spool = Spool(SPILL)
+    tar_out = _Counted(tar_spool.write)
     try:
-        write_diff(lower_root, upper_root, profile, source_date_epoch, out=spool, fs=fs)
+        write_diff(lower_root, upper_root, profile, source_date_epoch, out=tar_out, fs=fs)
     except GoError as e:
         # writeDiff runs inside mount.WithTempMount, which wraps the callback's error.
         root = go_str(os.fsencode(lower_root))
@@ -112,17 +131,21 @@ def compare(lower_root: str | bytes, upper_root: str | bytes, *, media_type: str
         cause = e.__cause__ if isinstance(e.__cause__, GoError) else e
         raise CompareError(f"{outer}: {inner}", cause=str(cause)) from e
 
-    tar = spool.value()                     # bytes, or an mmap when the layer is large
-    blob = compression.compress(tar, mt)
-    digest = sha256_digest(blob)
+    tar = tar_spool.value()                 # bytes, or an mmap (not read here) when large
+    blob, digest, size = tar, tar_out.digest, tar_out.size
+    if compressed:
+        blob_spool = Spool(SPILL)
+        blob_out = _Counted(blob_spool.write)
+        compression.compress_to(tar_spool.chunks(), tar_out.size, mt, blob_out.write)
+        blob, digest, size = blob_spool.value(), blob_out.digest, blob_out.size
 
     # Labels as committed (the metadata store drops empty values).
     stored = dict(labels or {})
     if compressed:
-        stored[LABEL_UNCOMPRESSED] = sha256_digest(tar)
+        stored[LABEL_UNCOMPRESSED] = tar_out.digest
     elif not profile.has("uncompressed-label-dropped"):
         stored[LABEL_UNCOMPRESSED] = digest         # spec: the diffID, which is the digest
     stored = {k: v for k, v in stored.items() if v != ""}
 
-    return CompareOutput(descriptor={"mediaType": mt, "digest": digest, "size": len(blob)},
+    return CompareOutput(descriptor={"mediaType": mt, "digest": digest, "size": size},
                          labels=stored, blob=blob, tar=tar)

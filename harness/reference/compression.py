@@ -54,26 +54,46 @@ def go_gzip_header(level: int, os_byte: int = GO_OS_UNKNOWN) -> bytes:
 
 def gzip_compress(data: bytes) -> bytes:
     """One gzip member with Go's header bytes; the deflate body is zlib's, not Go's."""
-    comp = zlib.compressobj(GO_GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
-    body = comp.compress(data) + comp.flush()
-    return (go_gzip_header(GO_GZIP_LEVEL, GO_OS_UNKNOWN) + body
-            + struct.pack("<II", zlib.crc32(data), len(data) & 0xFFFFFFFF))
+    return compress(data, OCI_TAR_GZIP)
 
 
 def zstd_compress(data: bytes) -> bytes:
     """One zstd frame with content size and checksum."""
-    cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True,
-                                    write_content_size=True)
-    return cctx.compress(data)
+    return compress(data, OCI_TAR_ZSTD)
 
 
 def compress(data: bytes, media_type: str) -> bytes:
+    if compression_for(media_type) == UNCOMPRESSED:
+        return data
+    out: list[bytes] = []
+    compress_to([data], len(data), media_type, out.append)
+    return b"".join(out)
+
+
+def compress_to(chunks, size: int, media_type: str, write) -> None:
+    """compress(), streamed: `chunks` yields the `size` bytes of the payload, and the output goes
+    to write() as it is made, so a layer of any size needs memory for one chunk only. compress()
+    is this with one chunk: the bytes are the same however the payload is cut."""
     kind = compression_for(media_type)
     if kind == GZIP:
-        return gzip_compress(data)
-    if kind == ZSTD:
-        return zstd_compress(data)
-    return data
+        comp = zlib.compressobj(GO_GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
+        write(go_gzip_header(GO_GZIP_LEVEL, GO_OS_UNKNOWN))
+        crc = length = 0
+        for chunk in chunks:
+            crc, length = zlib.crc32(chunk, crc), length + len(chunk)
+            write(comp.compress(chunk))
+        write(comp.flush())
+        write(struct.pack("<II", crc, length & 0xFFFFFFFF))
+    elif kind == ZSTD:
+        # the pledged size goes into the frame header (content size), as a one-shot compress
+        comp = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True,
+                                        write_content_size=True).compressobj(size=size)
+        for chunk in chunks:
+            write(comp.compress(chunk))
+        write(comp.flush())
+    else:
+        for chunk in chunks:
+            write(chunk)
 
 
 def detect(blob: bytes) -> str:

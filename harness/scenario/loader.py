@@ -446,6 +446,9 @@ class _Checker:
             self.err(self.line_of(data, "lowers"), "lowers must be a list of layers (each a list of entries)")
             raw_lowers = []
         for i, layer in enumerate(raw_lowers):
+            if isinstance(layer, _Map) and "oci" in layer:
+                lowers.extend(self.oci_sources(layer, f"lowers[{i}]"))
+                continue
             if isinstance(layer, _Map):
                 source = self.layer_source(layer, f"lowers[{i}]")
                 if source:
@@ -453,7 +456,8 @@ class _Checker:
                 continue
             if not isinstance(layer, list):
                 self.err(_item_line(raw_lowers, i, self.line_of(data, "lowers")),
-                         f"lowers[{i}] must be a list of entries, {{tar: PATH}} or {{dir: PATH}}")
+                         f"lowers[{i}] must be a list of entries, {{tar: PATH}}, {{dir: PATH}}, "
+                         "{oci: PATH} or {corpus: NAME}")
                 continue
             entries = [self.entry(e, f"lowers[{i}][{j}]", _item_line(layer, j, layer.line))
                        for j, e in enumerate(layer)]
@@ -508,6 +512,25 @@ class _Checker:
             return None
         return corpus.path(name)
 
+    def oci_sources(self, m, where) -> list[LayerSource]:
+        """`{oci: PATH, ref?, platform?}`: every layer of one image of an OCI image layout, bottom
+        first, each a `{tar}` layer with the manifest's media type."""
+        from .ocilayout import OCILayoutError, layers
+        self.keys(m, {"oci", "ref", "platform"}, {"oci"}, where)
+        for key in ("ref", "platform"):
+            if key in m and not isinstance(m[key], str):
+                self.err(self.line_of(m, key), f"{where}: {key} must be a string")
+                return []
+        root = self.host_path(m, "oci", where, ("dir",))
+        if root is None:
+            return []
+        try:
+            found = layers(root, m.get("ref"), m.get("platform"))
+        except OCILayoutError as e:
+            self.err(self.line_of(m, "oci"), f"{where}: OCI image layout {m['oci']!r}: {e}")
+            return []
+        return [LayerSource("tar", path, mt or None, m.line) for path, mt in found]
+
     def layer_source(self, m, where) -> LayerSource | None:
         if "corpus" in m:
             self.keys(m, {"corpus", "media_type"}, set(), where)
@@ -518,7 +541,8 @@ class _Checker:
         kinds = [k for k in ("tar", "dir") if k in m]
         if len(kinds) != 1:
             self.err(m.line, f"{where} must be a list of entries, {{tar: PATH}} (a layer tar or "
-                     "compressed blob), {dir: PATH} (a directory tree) or {corpus: NAME}")
+                     "compressed blob), {dir: PATH} (a directory tree), {oci: PATH} (an OCI image "
+                     "layout's layers) or {corpus: NAME}")
             return None
         kind = kinds[0]
         self.keys(m, {kind, "media_type"} if kind == "tar" else {kind}, set(), where)
