@@ -237,17 +237,22 @@ def test_saved_state_key_covers_the_machine_but_not_per_guest_paths(tmp_path, mo
     assert machine(rw_dirs=[str(tmp_path / "a")]).state_key() != base
 
 
-def test_network_only_when_asked(tmp_path):
-    def command(**kw):
+def test_network_only_when_asked(tmp_path, monkeypatch):
+    """The netdev only on a guest that asks; it boots (no saved state) and its setup line tells
+    the agent to bring eth0 up."""
+    monkeypatch.setattr(vmb, "_python_site_dirs", lambda python: [])
+
+    def guest(**kw):
         vm = vmb.VM("6.1", accel="tcg", **kw)
         vm.qemu, vm.accel, vm.initrd = "qemu-system-x86_64", "tcg", tmp_path / "initramfs.cpio"
         vm.art = fk.KernelArtifacts("6.1", tmp_path, tmp_path / "vmlinux", tmp_path / "modules", {})
-        return vm.command(str(tmp_path / "a.sock"), tmp_path / "console.log")
-    offline, online = command(), command(network=True)
-    assert "-netdev" not in offline and "layerconf.net" not in " ".join(offline)
+        return vm, vm.command(str(tmp_path / "a.sock"), tmp_path / "console.log")
+    (off, offline), (on, online) = guest(), guest(network=True)
+    assert "-netdev" not in offline
     assert online[online.index("-netdev") + 1] == "user,id=net0"
     assert "virtio-net-device,netdev=net0" in online
-    assert "layerconf.net=user" in online[online.index("-append") + 1].split()
+    assert "net=user" in on.setup_line("ext4").split() and "net=user" not in off.setup_line("ext4")
+    assert not on.use_saved_state
 
 
 def test_scenarios_needing_the_mirror_get_the_network(tmp_path):
