@@ -177,8 +177,8 @@ def test_a_layer_that_lost_a_file_fails_the_round_trip(session, monkeypatch, tmp
     round trip names the lost file."""
     real = runner.go_compare
 
-    def lossy(oracle, differ, st, mt, epoch):
-        out = real(oracle, differ, st, mt, epoch)
+    def lossy(oracle, differ, st, mt, epoch, **kw):
+        out = real(oracle, differ, st, mt, epoch, **kw)
         if differ == "erofs" and mt == OCI_TAR and not out.error:
             path = tmp_path / "lossy.tar"
             path.write_bytes(_without(bytes(out.tar), "n/deep/file"))
