@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Direct path vs daemon path, scenario by scenario, in host mode (root; run on demand).
 
-    sudo .venv/bin/python bench/paths_bench.py                    # every scenario
+    sudo .venv/bin/python bench/paths_bench.py                    # every scenario but slow ones
     sudo .venv/bin/python bench/paths_bench.py scenarios/basic --json out.json
 
 Runs each scenario through `--path direct` and `--path daemon` in the same process (one session
@@ -34,6 +34,8 @@ def main() -> int:
     ap.add_argument("paths", nargs="*")
     ap.add_argument("--containerd", default="")
     ap.add_argument("--json", help="write the rows here")
+    ap.add_argument("--include-slow", action="store_true",
+                    help="also slow-tagged scenarios (numbers/sparse-file-8gib holds 8 GiB blobs)")
     args = ap.parse_args()
     files = _scenario_files(args.paths, [], None)
     rows, seconds = [], {"direct": 0.0, "daemon": 0.0}
@@ -45,6 +47,9 @@ def main() -> int:
                 s = load(f)
             except ScenarioError as e:
                 print(f"skip {f}: {e}", file=sys.stderr)
+                continue
+            if "slow" in s.tags and not args.include_slow:
+                print(f"skip {s.name}: tagged slow (use --include-slow)", file=sys.stderr)
                 continue
             res = {}
             for p, session in sessions.items():
