@@ -166,7 +166,7 @@ class _GoInflate:
                 if typ == 0:
                     self.b >>= self.nb & 7                 # the rest of the current byte
                     held = (self.nb >> 3) if self.klauspost else 0
-                    head = (self.b & ((1 << 8 * held) - 1)).to_bytes(held, "little")
+                    head = self.b.to_bytes(held, "little")   # b holds just those bytes
                     self.b = self.nb = 0
                     self.recounted += held
                     need = 4 - held
