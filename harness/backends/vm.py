@@ -80,15 +80,24 @@ class GuestOpError(VMError):
 
 # ---------------------------------------------------------------- vm/ helpers, loaded by path
 
+_LOAD_LOCK = threading.RLock()
+
+
 def _load(name: str):
+    # locked: guests started from several threads (run_files) must not see a half-run module
     key = f"layerconf_vm_{name}"
-    if key in sys.modules:
-        return sys.modules[key]
-    spec = importlib.util.spec_from_file_location(key, VM_DIR / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[key] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    with _LOAD_LOCK:
+        if key in sys.modules:
+            return sys.modules[key]
+        spec = importlib.util.spec_from_file_location(key, VM_DIR / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[key] = mod
+        try:
+            spec.loader.exec_module(mod)
+        except BaseException:
+            del sys.modules[key]
+            raise
+        return mod
 
 
 def fetch_kernel():
