@@ -54,9 +54,19 @@ def test_cells_are_the_product_and_name_what_varies():
     assert len(cells) == len(mkfs) * len(kernels) and len(kernels) >= 3
     assert [(c.get("mkfs"), c.get("kernel")) for c in cells] == [(m, k) for m in mkfs for k in kernels]
     first = cells[0]
-    assert first.run_options() == {"containerd": "v2.4.2", "mkfs": mkfs[0], "overlay": ()}
+    assert first.run_options() == {"containerd": "v2.4.2", "mkfs": mkfs[0], "overlay": (),
+                                   "writer": "mkfs"}
     assert first.label(varying) == f"mkfs {mkfs[0]}, kernel {kernels[0]}"
     assert "/" not in first.slug() and " " not in first.slug()
+
+
+def test_writer_axis_all_is_a_cell_each():
+    assert axes.AXES_BY_NAME["writer"].values([]) == ["mkfs"]
+    assert axes.AXES_BY_NAME["writer"].values(["all"]) == ["mkfs", "go-erofs"]
+    cells, varying = axes.cells({"writer": ["all"]})
+    assert varying == ["writer"] and [c.get("writer") for c in cells] == ["mkfs", "go-erofs"]
+    with pytest.raises(axes.AxisError, match="--writer: gzip is not an EROFS writer"):
+        axes.cells({"writer": ["gzip"]})
 
 
 def test_overlay_axis_all_and_sets():

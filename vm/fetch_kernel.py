@@ -139,7 +139,11 @@ def sha256_file(path: Path) -> str:
 @contextlib.contextmanager
 def _locked(root: Path):
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "a") as f:
+    try:
+        f = open(root / ".lock", "a")
+    except PermissionError:     # a cache fetched by root, read by another user: flock needs
+        f = open(root / ".lock")  # no write access, and such a user only reads the cache
+    with f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
