@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .oracle import REPO, OracleError
+from .oracle import REPO, OracleError, build_with
 
 # The diff service's order as containerd's EROFS documentation configures it
 # (docs/snapshotters/erofs.md): the erofs differ first, the walking differ for what it declines.
@@ -114,25 +114,8 @@ def binary_path(version: str) -> Path:
 
 def ensure_built(version: str) -> Path:
     """Build (or reuse) cmd/containerd for a version or a source-tree key."""
-    from . import srctree
-    script = REPO / "oracle" / "build-daemon.sh"
-    argv, what = ["bash", str(script), version], f"containerd {version}"
-    if srctree.is_key(version):
-        rec = srctree.lookup(version)
-        if rec is None:
-            raise DaemonError(f"no source tree is recorded under {version}; pass the tree's "
-                              "folder to --containerd")
-        argv, what = ["bash", str(script), "--tree", rec["path"], version], f"the tree {rec['path']}"
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=3600)
-    except subprocess.TimeoutExpired:
-        raise DaemonError(f"building cmd/containerd for {what} took over an hour") from None
-    path = binary_path(version)
-    if proc.returncode != 0 or not path.exists():
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
-        raise DaemonError(f"could not build cmd/containerd for {what} "
-                          f"({' '.join(argv[1:])} exited {proc.returncode}):\n{tail}")
-    return path
+    return build_with(REPO / "oracle" / "build-daemon.sh", version, binary_path(version),
+                      "cmd/containerd", DaemonError, timeout=3600)
 
 
 class Daemon:

@@ -157,27 +157,32 @@ def commit_version(commit: str) -> str:
 def ensure_built(version: str) -> Path:
     """Build (or reuse) the oracle for a version or a source-tree key; OracleError with a plain
     reason."""
+    return build_with(REPO / "oracle" / "build.sh", version, binary_path(version), "the Go oracle")
+
+
+def build_with(script: Path, version: str, path: Path, product: str, error=OracleError,
+               timeout: float = 1800) -> Path:
+    """Run a build script of oracle/ for a version or a source-tree key (`--tree PATH KEY`);
+    the built file, or `error` naming what failed and the tail of the script's output."""
     from . import srctree
-    path = binary_path(version)
-    script = REPO / "oracle" / "build.sh"
     argv, what = ["bash", str(script), version], f"containerd {version}"
     if srctree.is_key(version):
         rec = srctree.lookup(version)
         if rec is None:
-            raise OracleError(f"no source tree is recorded under {version} "
-                              f"({srctree.record_path(version)} is missing); pass the tree's "
-                              "folder to --containerd")
+            raise error(f"no source tree is recorded under {version} "
+                        f"({srctree.record_path(version)} is missing); pass the tree's "
+                        "folder to --containerd")
         argv, what = ["bash", str(script), "--tree", rec["path"], version], f"the containerd tree {rec['path']}"
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     except FileNotFoundError:
-        raise OracleError("bash is missing; cannot build the oracle") from None
+        raise error(f"bash is missing; cannot build {product}") from None
     except subprocess.TimeoutExpired:
-        raise OracleError(f"building the oracle for {what} took over 30 minutes") from None
+        raise error(f"building {product} for {what} took over {timeout / 60:.0f} minutes") from None
     if proc.returncode != 0 or not path.exists():
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
-        raise OracleError(f"could not build the Go oracle for {what} "
-                          f"({' '.join(argv[1:])} exited {proc.returncode}):\n{tail}")
+        raise error(f"could not build {product} for {what} "
+                    f"({' '.join(argv[1:])} exited {proc.returncode}):\n{tail}")
     return path
 
 

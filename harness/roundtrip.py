@@ -168,6 +168,14 @@ def explain(differences, profile, before, opaque, epoch=None, marks=None,
     return by_quirk, by_limit, unexplained
 
 
+def listed(items, max_lines: int) -> list[str]:
+    """Each item rendered on an indented line, the first max_lines of them, then how many more."""
+    lines = ["  " + d.render() for d in items[:max_lines]]
+    if len(items) > max_lines:
+        lines.append(f"  … and {len(items) - max_lines} more")
+    return lines
+
+
 def verdict(differences, profile, before, opaque, max_lines: int = 30, epoch=None,
             marks=None, name: str = NAME, writer_quirks=()) -> Check:
     by_quirk, by_limit, unexplained = explain(differences, profile, before, opaque, epoch, marks,
@@ -176,9 +184,7 @@ def verdict(differences, profile, before, opaque, max_lines: int = 30, epoch=Non
     if unexplained:
         lines.append(f"{len(unexplained)} difference(s) between the merged upper before Compare "
                      "and the mount of the applied layer (no quirk explains them):")
-        lines += ["  " + d.render() for d in unexplained[:max_lines]]
-        if len(unexplained) > max_lines:
-            lines.append(f"  … and {len(unexplained) - max_lines} more")
+        lines += listed(unexplained, max_lines)
     for q, ds in sorted(by_quirk.items()):
         info = profiles.QUIRKS_BY_NAME[q]
         whose = "" if info.component == "containerd" else f", {info.component} {info.versions}"

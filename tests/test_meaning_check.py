@@ -3,24 +3,8 @@ quirk of which tool version explains a difference, and that a check that cannot 
 from harness.checks.meaning import Context, Reading, judge, layer_context
 from harness.reference.profiles import tool_quirk_holds
 from harness.result import Status
-from harness.treeview import Node
 
-S = 10**9
-
-
-def node(kind="file", **kw):
-    base = dict(type=kind, mode=0o644 if kind == "file" else 0o755, uid=0, gid=0,
-                mtime_ns=1700000000 * S)
-    if kind == "file":
-        base.update(size=2, digest="ab" * 32)
-    base.update(kw)
-    return Node(**base)
-
-
-def tree(**entries):
-    out = {b"/": node("dir")}
-    out.update({b"/" + k.encode(): v for k, v in entries.items()})
-    return out
+from trees import S, node, tree
 
 
 def on(version):

@@ -28,6 +28,7 @@ import uuid
 from dataclasses import dataclass
 
 from ..result import Check, Status
+from ..roundtrip import listed
 from ..treeview import Difference, diff, hardlink_groups
 from . import meaning as mc
 
@@ -189,9 +190,7 @@ def judge(label: str, meaning: mc.Reading, go: mc.Reading, mkfs: mc.Reading, ctx
         lines.append(f"{len(unexplained)} difference(s) between the go-erofs image and what the "
                      "layer holds, no quirk explains them (entry: attribute: each reading's value "
                      "[component at fault]):")
-        lines += ["  " + f.render() for f in unexplained[:max_lines]]
-        if len(unexplained) > max_lines:
-            lines.append(f"  … and {len(unexplained) - max_lines} more")
+        lines += listed(unexplained, max_lines)
     for q, fs in sorted(by_quirk.items()):
         info = profiles.QUIRKS_BY_NAME[q]
         lines.append(f"{q} ({info.spec_id}, {info.component} {info.versions}, here "
