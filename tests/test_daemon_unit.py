@@ -1,6 +1,8 @@
 """The daemon path's pure parts: the generated containerd config, the direct-vs-daemon check and
 the three-way check's handling of a differ that could not run."""
 import os
+
+import pytest
 import tomllib
 
 from harness import daemon
@@ -52,12 +54,9 @@ def test_daemon_folder_is_short_enough_for_its_sockets(tmp_path):
 
 def test_missing_binary_is_a_plain_error(tmp_path):
     d = daemon.Daemon("v9.9.9", str(tmp_path), binary=str(tmp_path / "nope"))
-    try:
+    with pytest.raises(daemon.DaemonError) as e:
         d.start()
-    except daemon.DaemonError as e:
-        assert "not built" in str(e) and "build-daemon.sh v9.9.9" in str(e)
-    else:
-        raise AssertionError("started without a binary")
+    assert "not built" in str(e.value) and "build-daemon.sh v9.9.9" in str(e.value)
     assert list(tmp_path.iterdir()) == []     # nothing left behind
 
 
@@ -68,12 +67,9 @@ def test_daemon_that_exits_at_start_is_an_error_with_its_log_and_is_cleaned_up(t
     base = tmp_path / "base"
     base.mkdir()
     d = daemon.Daemon("v2.4.2", str(base), binary=str(fake), timeout=10)
-    try:
+    with pytest.raises(daemon.DaemonError) as e:
         d.start()
-    except daemon.DaemonError as e:
-        assert "exited (status 1)" in str(e) and "bad config line 3" in str(e)
-    else:
-        raise AssertionError("a daemon that exits started")
+    assert "exited (status 1)" in str(e.value) and "bad config line 3" in str(e.value)
     assert list(base.iterdir()) == [] and d.proc is None
 
 
