@@ -32,8 +32,10 @@ KNOWN = {
     "tmpfs-scratch": "temporary files (so the overlay upper) are on tmpfs (directory sizes count entries)",
     "ext4-scratch": "temporary files (so the overlay upper) are on ext4 (a small directory is 4096 bytes)",
     "debian-mirror": "the Debian mirror (deb.debian.org) answers within 5 s",
-    "corpus": "the real-world corpus is built in .cache/corpus (layerconf corpus build; root and "
-              "debian-mirror)",
+    "npm-registry": "the npm registry (registry.npmjs.org) answers within 5 s",
+    "pypi": "PyPI's file host (files.pythonhosted.org) answers within 5 s",
+    "corpus": "the real-world corpus rootfs is built in .cache/corpus (layerconf corpus build; "
+              "root and debian-mirror)",
 }
 
 
@@ -41,16 +43,19 @@ def _lazy(name: str) -> bool:
     """Capabilities probed only when a scenario asks (a network probe must not slow every run)."""
     if name not in _LAZY_CACHE:
         from . import corpus
-        fn = {"debian-mirror": corpus.mirror_reachable, "corpus": corpus.built}[name]
-        _LAZY_CACHE[name] = bool(fn())
+        if name in ("npm-registry", "pypi"):
+            _LAZY_CACHE[name] = corpus.registry_reachable(name)
+        else:
+            fn = {"debian-mirror": corpus.mirror_reachable, "corpus": corpus.built}[name]
+            _LAZY_CACHE[name] = bool(fn())
     return _LAZY_CACHE[name]
 
 
 _LAZY_CACHE: dict[str, bool] = {}
-LAZY = ("debian-mirror", "corpus")
+LAZY = ("debian-mirror", "npm-registry", "pypi", "corpus")
 # Probed over the network: a VM guest gets QEMU's user-mode network only for scenarios that
 # require one of these (harness/backends/vm.py), so every other scenario runs offline.
-NETWORK = frozenset({"debian-mirror"})
+NETWORK = frozenset({"debian-mirror", "npm-registry", "pypi"})
 
 
 def _filesystems() -> set[str]:

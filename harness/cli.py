@@ -633,8 +633,11 @@ def cmd_corpus(args) -> int:
     """Build or list the real-world corpus (.cache/corpus, by content hash)."""
     from . import corpus
     if args.corpus_cmd == "build":
+        def log(message):
+            print(f"corpus: {message}", flush=True)
         try:
-            corpus.build(force=args.force, log=lambda m: print(f"corpus: {m}", flush=True))
+            corpus.fetch(corpus.NAMES, log)
+            corpus.build(force=args.force, log=log)
         except corpus.CorpusError as e:
             raise UsageError(f"cannot build the corpus: {e}") from None
     for name, size, digest in corpus.listing():
@@ -795,15 +798,19 @@ def build_parser() -> argparse.ArgumentParser:
     run_flags(p)
     p.set_defaults(fn=cmd_apply)
 
-    p = sub.add_parser("corpus", help="the real-world corpus (Debian rootfs tars), on demand",
+    p = sub.add_parser("corpus", help="the real-world corpus (Debian rootfs tars, registry "
+                       "tarballs), on demand",
                        description=_fill("A Debian bookworm minbase rootfs (debootstrap) as "
-                       "layer tars by GNU tar, bsdtar and Python tarfile, plain, gzip and zstd, "
-                       "cached by content hash in .cache/corpus. Scenarios in "
-                       "scenarios/realworld/ use it (capability `corpus`); run them with "
+                       "layer tars by GNU tar, bsdtar, Python tarfile and Go archive/tar, plain, "
+                       "gzip and zstd, and real tars from the package registries (npm tarballs, "
+                       "a .deb's data.tar, a Python sdist) pinned by digest, all cached by "
+                       "content hash in .cache/corpus. Scenarios in scenarios/realworld/ use "
+                       "them (capabilities `corpus`, `npm-registry`, `pypi`, `debian-mirror`; a "
+                       "run fetches a missing pinned file); run them with "
                        "`layerconf run --backend host scenarios/realworld`."))
     csub = p.add_subparsers(dest="corpus_cmd", required=True)
-    c = csub.add_parser("build", help="debootstrap and write the tars (root, Debian mirror; "
-                        "minutes); nothing is done when already built")
+    c = csub.add_parser("build", help="fetch the pinned files, debootstrap and write the tars "
+                        "(root, Debian mirror; minutes); nothing is done when already built")
     c.add_argument("--force", action="store_true", help="build again")
     c.set_defaults(fn=cmd_corpus)
     c = csub.add_parser("list", help="the corpus files, their sizes and digests")

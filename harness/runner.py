@@ -15,8 +15,8 @@ import time
 import traceback
 from dataclasses import dataclass
 
-from . import (capabilities, daemon, erofs_utils, goerofs, mkfs_shim, overlayopts, phases,
-               roundtrip, spool, srctree, state)
+from . import (capabilities, corpus, daemon, erofs_utils, goerofs, mkfs_shim, overlayopts,
+               phases, roundtrip, spool, srctree, state)
 from .checks.paths import check_paths
 from .applycheck import apply_checks, cross_decode
 from .oracle import ContainerdError, Oracle, OracleError, ensure_built, resolve
@@ -253,6 +253,12 @@ def _run_scenario(scenario: Scenario, session: Session) -> ScenarioResult:
     if missing:
         result.status = Status.SKIP
         result.message = "missing capabilities: " + ", ".join(missing)
+        return result
+    try:
+        corpus.fetch(corpus.names_in(scenario.raw), log=lambda message: None)
+    except corpus.CorpusError as e:
+        result.status = Status.ERROR
+        result.message = f"the scenario's corpus file could not be fetched: {e}"
         return result
     session.set_timeout(scenario.timeout or session.options.timeout)
     stage = ["starting the Go oracle"]        # what was running when an engine error came

@@ -1,0 +1,3 @@
+module gotarwrite
+
+go 1.22
