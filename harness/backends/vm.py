@@ -1211,6 +1211,7 @@ class VMBackend:
         path = str(Path(path).resolve())
         vm = None
         times = {}
+        _fetch_corpus(path)
         try:
             t = time.monotonic()
             vm = self.vm(opts, network=_needs_network(path))
@@ -1328,6 +1329,18 @@ class VMBackend:
                 for k in [k for k, v in _SHARED.items() if v is vm]:
                     del _SHARED[k]
             vm.kill()
+
+
+def _fetch_corpus(path: str) -> None:
+    """The pinned corpus files the scenario names, fetched on the host: the guest sees the cache
+    read-only through 9p, so its own fetch would land in its tmpfs and be lost."""
+    from .. import corpus
+    try:
+        if os.path.isfile(path):
+            from ..scenario import load
+            corpus.fetch(corpus.names_in(load(path).raw), log=lambda message: None)
+    except Exception:  # noqa: BLE001  (the runner in the guest fetches again and reports why)
+        pass
 
 
 def _needs_network(path: str) -> bool:

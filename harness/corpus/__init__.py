@@ -28,7 +28,7 @@ from . import pinned, rootfs
 
 REPO = Path(__file__).resolve().parent.parent.parent
 CACHE = REPO / ".cache" / "corpus"
-MIRROR, SUITE = rootfs.MIRROR, rootfs.SUITE
+MIRROR, SUITE, ROOTFS = rootfs.MIRROR, rootfs.SUITE, rootfs.ROOTFS
 NAMES = rootfs.NAMES + tuple(p.name for p in pinned.FILES)
 
 
