@@ -204,3 +204,21 @@ def test_gotarwrite_writes_a_tree_as_go_image_tools_do(tmp_path):
     assert f.pax_headers == {"SCHILY.xattr.user.layerconf": "v"}
     assert raw["g"].islnk() and raw["g"].linkname == "d/f" and raw["g"].size == 0
     assert raw["s"].issym() and raw["s"].linkname == "d/f" and not raw["s"].pax_headers
+
+
+def test_the_vm_backend_fetches_on_the_host_and_leaves_errors_to_the_guest(tmp_path, monkeypatch):
+    from harness.backends import vm
+    f = tmp_path / "s.yaml"
+    f.write_text("description: x\nrequires: [npm-registry]\napply:\n"
+                 "  media_type: application/vnd.oci.image.layer.v1.tar+gzip\n"
+                 "  blob: {corpus: npm/once-1.1.1.tgz}\n")
+    asked = []
+    monkeypatch.setattr(corpus, "fetch", lambda names, log: asked.append(list(names)))
+    vm._fetch_corpus(str(f))
+    vm._fetch_corpus(str(tmp_path / "missing.yaml"))
+    assert asked == [["npm/once-1.1.1.tgz"]]
+
+    def offline(names, log):
+        raise corpus.CorpusError("no network")
+    monkeypatch.setattr(corpus, "fetch", offline)
+    vm._fetch_corpus(str(f))            # the runner in the guest reports it
