@@ -222,3 +222,43 @@ def test_the_vm_backend_fetches_on_the_host_and_leaves_errors_to_the_guest(tmp_p
         raise corpus.CorpusError("no network")
     monkeypatch.setattr(corpus, "fetch", offline)
     vm._fetch_corpus(str(f))            # the runner in the guest reports it
+
+
+def test_build_writes_only_what_is_missing_from_the_first_tree(tmp_path, monkeypatch):
+    """debootstrap once; a writer added later writes the tree unpacked from the GNU tar; a lost
+    compression is made again from the stored tar (the other digests never change)."""
+    import json
+    monkeypatch.setattr(corpus, "CACHE", tmp_path)
+    calls = []
+
+    def debootstrap(root):
+        calls.append("debootstrap")
+        root.mkdir()
+
+    def unpack(tar, root):
+        calls.append("unpack")
+        root.mkdir()
+
+    def write_tar(writer, root, out, cache):
+        calls.append(writer)
+        out.write_bytes(f"{writer} tar of {root.name}".encode())
+
+    monkeypatch.setattr(rootfs, "debootstrap", debootstrap)
+    monkeypatch.setattr(rootfs, "unpack", unpack)
+    monkeypatch.setattr(rootfs, "write_tar", write_tar)
+    log = [].append
+    first = corpus._build(False, log)
+    assert calls == ["debootstrap", *rootfs.WRITERS] and set(first) == set(rootfs.NAMES)
+    assert corpus.built()
+
+    calls.clear()
+    index = {k: v for k, v in first.items() if ".gotar." not in k}
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    assert not corpus.built() and corpus._build(False, log) == first
+    assert calls == ["unpack", "gotar"]
+
+    calls.clear()
+    index = {k: v for k, v in first.items() if not k.endswith(".bsdtar.tar.zst")}
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    assert corpus._build(False, log) == first and calls == []
+    assert not any(p.name.startswith("build-") for p in tmp_path.iterdir())   # cleaned up

@@ -142,26 +142,30 @@ def _build(force: bool, log) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="build-", dir=CACHE))
     index = {} if force else _index()
     base = f"{rootfs.ROOTFS}.gnutar.tar"
+    root = tmp / "root"
     try:
-        root = tmp / "root"
-        if force or not _present([base], index):
+        if not _present([base], index):
             log(f"debootstrap --variant=minbase {SUITE} (a few minutes)")
             rootfs.debootstrap(root)
             index = {}                      # a new tree: every writer writes it again
-        else:
-            log(f"unpacking {base} for the writers added since it was built")
-            rootfs.unpack(str(_blob(index[base])), root)
         for writer in rootfs.WRITERS:
-            if _present(rootfs.names_of(writer), index):
+            names = rootfs.names_of(writer)
+            if _present(names, index):
                 continue
-            plain = tmp / f"{rootfs.ROOTFS}.{writer}.tar"
-            log(f"writing {plain.name}")
-            rootfs.write_tar(writer, root, plain, CACHE)
-            for comp in rootfs.COMPRESSIONS[1:]:
-                log(f"compressing {plain.name}{comp}")
-                rootfs.compress(plain, tmp / (plain.name + comp), comp)
-                index[plain.name + comp] = _store(tmp / (plain.name + comp), log)
-            index[plain.name] = _store(plain, log)
+            plain = tmp / names[0]
+            if _present(names[:1], index):  # only a compression is missing: the tar stays
+                shutil.copyfile(_blob(index[names[0]]), plain)
+            else:
+                if not root.exists():
+                    log(f"unpacking {base} for the writers added since it was built")
+                    rootfs.unpack(str(_blob(index[base])), root)
+                log(f"writing {plain.name}")
+                rootfs.write_tar(writer, root, plain, CACHE)
+            for name, comp in zip(names[1:], rootfs.COMPRESSIONS[1:]):
+                log(f"compressing {name}")
+                rootfs.compress(plain, tmp / name, comp)
+                index[name] = _store(tmp / name, log)
+            index[names[0]] = _store(plain, log)
             (CACHE / "index.json").write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
         return index
     finally:
