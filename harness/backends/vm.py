@@ -1060,6 +1060,20 @@ class VM:
 _SHARED: dict[tuple, VM] = {}
 _PROBES: dict[tuple, dict] = {}
 _SHARED_LOCK = threading.Lock()
+_HOST_BUILT: list = []        # the host-built helpers are current (checked once per process)
+
+
+def _ensure_host_builds() -> None:
+    """The guest runs the host's recording mkfs.erofs (harness/mkfs_shim.py) and cannot build it
+    (no Go on its PATH, and TCG): rebuild it here when its sources changed. ShimError (an
+    OracleError) when it cannot be built; without Go, the one bootstrap built is used."""
+    with _SHARED_LOCK:
+        if _HOST_BUILT:
+            return
+        from .. import mkfs_shim
+        if shutil.which("go"):
+            mkfs_shim.ensure_built()
+        _HOST_BUILT.append(True)
 
 
 def _probe_cache(vm: VM) -> Path:
@@ -1209,6 +1223,7 @@ class VMBackend:
         guest_opts["workdir"] = None        # the guest's TMPDIR: the scratch fs, never the 9p root
         guest_opts["build"] = False         # the oracle is built on the host (bootstrap), not in TCG
         path = str(Path(path).resolve())
+        _ensure_host_builds()
         vm = None
         times = {}
         try:
