@@ -1060,20 +1060,28 @@ class VM:
 _SHARED: dict[tuple, VM] = {}
 _PROBES: dict[tuple, dict] = {}
 _SHARED_LOCK = threading.Lock()
-_HOST_BUILT: list = []        # the host-built helpers are current (checked once per process)
+_HOST_READY: list = []        # _prepare_host() ran in this process
 
 
-def _ensure_host_builds() -> None:
-    """The guest runs the host's recording mkfs.erofs (harness/mkfs_shim.py) and cannot build it
-    (no Go on its PATH, and TCG): rebuild it here when its sources changed. ShimError (an
-    OracleError) when it cannot be built; without Go, the one bootstrap built is used."""
+def _prepare_host() -> None:
+    """Make here, natively, what a guest would otherwise make under TCG, once per process:
+    - the recording mkfs.erofs (harness/mkfs_shim.py), rebuilt when its sources changed (the
+      guest has no Go on its PATH). ShimError (an OracleError) when it cannot be built; without
+      Go, the one bootstrap built is used;
+    - the harness's bytecode (__pycache__ beside the sources, as any import on the host writes
+      it): without it every guest compiles the harness, seconds of emulated CPU per guest. A
+      read-only checkout just goes without."""
     with _SHARED_LOCK:
-        if _HOST_BUILT:
+        if _HOST_READY:
             return
         from .. import mkfs_shim
         if shutil.which("go"):
             mkfs_shim.ensure_built()
-        _HOST_BUILT.append(True)
+        import compileall
+        with contextlib.suppress(OSError):
+            compileall.compile_dir(str(REPO / "harness"), quiet=2)
+            compileall.compile_dir(str(VM_DIR), quiet=2, maxlevels=0)
+        _HOST_READY.append(True)
 
 
 def _probe_cache(vm: VM) -> Path:
@@ -1223,7 +1231,7 @@ class VMBackend:
         guest_opts["workdir"] = None        # the guest's TMPDIR: the scratch fs, never the 9p root
         guest_opts["build"] = False         # the oracle is built on the host (bootstrap), not in TCG
         path = str(Path(path).resolve())
-        _ensure_host_builds()
+        _prepare_host()
         vm = None
         times = {}
         try:
