@@ -36,7 +36,16 @@ class ShimError(OracleError):
 
 
 def ensure_built(timeout: float = 300) -> Path:
-    """Build the shim when its inputs changed (a few hundred ms when they did not)."""
+    """Build the shim when its inputs changed (a few hundred ms when they did not). Where it
+    cannot be built (no Go on PATH, or .cache not writable by this user) the one bootstrap built
+    is used as it is; ShimError when there is none, or the build fails."""
+    if shutil.which("go") is None or not _writable(BINARY.parent):
+        if os.access(BINARY, os.X_OK):
+            return BINARY
+        why = "Go is not on PATH" if shutil.which("go") is None else \
+            f"{BINARY.parent} is not writable by this user"
+        raise ShimError(f"the recording mkfs.erofs {BINARY} is not built, and {why}: run "
+                        "`bash oracle/mkfsshim/build.sh` (make bootstrap does) and retry")
     try:
         p = subprocess.run(["bash", str(BUILD)], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -45,6 +54,13 @@ def ensure_built(timeout: float = 300) -> Path:
         tail = (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1]
         raise ShimError(f"building the recording mkfs.erofs (oracle/mkfsshim/build.sh) failed: {tail}")
     return Path(p.stdout.strip())
+
+
+def _writable(d: Path) -> bool:
+    """Whether this user can create files in `d` (or in the nearest folder above it that exists)."""
+    while not d.exists() and d != d.parent:
+        d = d.parent
+    return os.access(d, os.W_OK | os.X_OK)
 
 
 def install(shim_dir: str, log_path: str) -> dict:

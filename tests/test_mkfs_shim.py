@@ -108,3 +108,11 @@ def test_unbuilt_shim_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(mkfs_shim, "BINARY", tmp_path / "missing" / "layerconf-mkfs-shim")
     with pytest.raises(mkfs_shim.ShimError, match="oracle/mkfsshim/build.sh"):
         mkfs_shim.install(str(tmp_path / "shim"), str(tmp_path / "log"))
+
+
+def test_without_go_the_built_shim_is_used_or_missing_is_said(tmp_path, monkeypatch, shim_binary):
+    monkeypatch.setattr(mkfs_shim.shutil, "which", lambda name, *a, **k: None)
+    assert mkfs_shim.ensure_built() == mkfs_shim.BINARY          # no Go: the built one, as it is
+    monkeypatch.setattr(mkfs_shim, "BINARY", tmp_path / "none" / "layerconf-mkfs-shim")
+    with pytest.raises(mkfs_shim.ShimError, match="not built, and Go is not on PATH"):
+        mkfs_shim.ensure_built()

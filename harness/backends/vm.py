@@ -1072,8 +1072,8 @@ _HOST_READY: list = []        # _prepare_host() ran in this process
 def _prepare_host() -> None:
     """Make here, natively, what a guest would otherwise make under TCG, once per process:
     - the recording mkfs.erofs (harness/mkfs_shim.py), rebuilt when its sources changed (the
-      guest has no Go on its PATH). ShimError (an OracleError) when it cannot be built; without
-      Go, the one bootstrap built is used;
+      guest has no Go on its PATH). ShimError (an OracleError) when there is none and it cannot
+      be built;
     - the harness's bytecode (__pycache__ beside the sources, as any import on the host writes
       it): without it every guest compiles the harness, seconds of emulated CPU per guest. A
       read-only checkout just goes without."""
@@ -1081,8 +1081,7 @@ def _prepare_host() -> None:
         if _HOST_READY:
             return
         from .. import mkfs_shim
-        if shutil.which("go"):
-            mkfs_shim.ensure_built()
+        mkfs_shim.ensure_built()
         import compileall
         with contextlib.suppress(OSError):
             compileall.compile_dir(str(REPO / "harness"), quiet=2)
