@@ -92,6 +92,8 @@ def _run_cells(files, args, on_result=None):
             if opts.get("writer") == "go-erofs":
                 from . import goerofs
                 goerofs.ensure_built()
+            from . import mkfs_shim
+            mkfs_shim.ensure_built()
         # one artifacts folder per cell, so the cells do not overwrite each other
         keep = os.path.join(args.keep, cell.slug(varying)) if args.keep and varying else args.keep
         options = runner.RunOptions(keep=keep, keep_all=args.keep_all, timeout=args.timeout,

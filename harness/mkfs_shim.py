@@ -1,42 +1,83 @@
-"""A recording `mkfs.erofs` for the oracle: logs what containerd ran and fed, then runs the real one.
+"""The recording `mkfs.erofs` for the oracle: installing it, and reading what it recorded.
 
-Installed by ``install()`` as an executable named ``mkfs.erofs`` in a directory put first on the
+The shim itself is compiled (oracle/mkfsshim/, built and cached in .cache/mkfsshim/ by its
+build.sh, which .ci/bootstrap runs): under the VM's software emulation a Python process per mkfs
+run, piping every byte of the layer through Python, cost tens of seconds per scenario.
+``install()`` links it as an executable named ``mkfs.erofs`` in a directory put first on the
 oracle's PATH. Each run appends one JSON line to ``$LAYERCONF_MKFS_LOG``:
 
     {"argv": [...argv[1:]...], "fed": N, "eof": true|false, "returncode": R, "seconds": S,
      "end": wall time}
 
 ``fed`` is how many stdin bytes the real mkfs took; ``eof`` says whether containerd's stream
-ended before mkfs stopped reading. The shim reads only as fast as mkfs does and stops when mkfs
-closes its stdin, so containerd still meets EPIPE as it would without it. Its own code is
-stdlib only: it runs as a script, outside the harness package.
+ended before mkfs stopped reading; ``returncode`` is negative for a signal. The shim reads only
+as fast as mkfs does and stops when mkfs closes its stdin, so containerd still meets EPIPE as
+it would without it; mkfs dies with the shim, and the shim dies of mkfs's signal.
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import signal
-import stat
 import subprocess
-import sys
-import time
+from pathlib import Path
+
+from .oracle import OracleError
 
 REAL_ENV, LOG_ENV = "LAYERCONF_MKFS_REAL", "LAYERCONF_MKFS_LOG"
-CHUNK = 32 << 10
+REPO = Path(__file__).resolve().parent.parent
+BUILD = REPO / "oracle" / "mkfsshim" / "build.sh"
+BINARY = REPO / ".cache" / "mkfsshim" / "layerconf-mkfs-shim"
+
+
+class ShimError(OracleError):
+    """The recording shim could not be built or is missing: an engine error, like an oracle
+    that cannot be built."""
+
+
+def ensure_built(timeout: float = 300) -> Path:
+    """Build the shim when its inputs changed (a few hundred ms when they did not). Where it
+    cannot be built (no Go on PATH, or .cache not writable by this user) the one bootstrap built
+    is used as it is; ShimError when there is none, or the build fails."""
+    if shutil.which("go") is None or not _writable(BINARY.parent):
+        if os.access(BINARY, os.X_OK):
+            return BINARY
+        why = "Go is not on PATH" if shutil.which("go") is None else \
+            f"{BINARY.parent} is not writable by this user"
+        raise ShimError(f"the recording mkfs.erofs {BINARY} is not built, and {why}: run "
+                        "`bash oracle/mkfsshim/build.sh` (make bootstrap does) and retry")
+    try:
+        p = subprocess.run(["bash", str(BUILD)], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise ShimError(f"building the recording mkfs.erofs took over {timeout:g} s") from None
+    if p.returncode != 0:
+        tail = (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1]
+        raise ShimError(f"building the recording mkfs.erofs (oracle/mkfsshim/build.sh) failed: {tail}")
+    return Path(p.stdout.strip())
+
+
+def _writable(d: Path) -> bool:
+    """Whether this user can create files in `d` (or in the nearest folder above it that exists)."""
+    while not d.exists() and d != d.parent:
+        d = d.parent
+    return os.access(d, os.W_OK | os.X_OK)
 
 
 def install(shim_dir: str, log_path: str) -> dict:
-    """Write the `mkfs.erofs` wrapper into shim_dir; the environment that puts it first on PATH
-    (for the oracle's Popen env). Raises OSError when the real mkfs.erofs is not on PATH."""
+    """Link the shim as `mkfs.erofs` into shim_dir; the environment that puts it first on PATH
+    (for the oracle's Popen env). OSError when the real mkfs.erofs is not on PATH; ShimError
+    when the shim is not built (the guest never builds it: the host does, before the run)."""
     real = shutil.which("mkfs.erofs")
     if real is None:
         raise OSError("mkfs.erofs is not on PATH")
+    if not os.access(BINARY, os.X_OK):
+        raise ShimError(f"the recording mkfs.erofs {BINARY} is not built: run `bash "
+                        "oracle/mkfsshim/build.sh` (make bootstrap does) and retry")
     os.makedirs(shim_dir, exist_ok=True)
-    wrapper = os.path.join(shim_dir, "mkfs.erofs")
-    with open(wrapper, "w") as f:
-        f.write(f"#!/bin/sh\nexec '{sys.executable}' '{os.path.abspath(__file__)}' \"$@\"\n")
-    os.chmod(wrapper, os.stat(wrapper).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    link = os.path.join(shim_dir, "mkfs.erofs")
+    if os.path.lexists(link):
+        os.unlink(link)
+    os.symlink(BINARY, link)
     return {"PATH": shim_dir + os.pathsep + os.environ.get("PATH", ""), REAL_ENV: real,
             LOG_ENV: log_path}
 
@@ -50,58 +91,3 @@ def read_log(log_path: str | None, offset: int = 0) -> tuple[list[dict], int]:
         data = f.read()
     end = data.rfind(b"\n") + 1
     return [json.loads(x) for x in data[:end].splitlines() if x.strip()], offset + end
-
-
-def _die_with_parent():
-    try:
-        import ctypes
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)      # PR_SET_PDEATHSIG: no orphaned mkfs
-    except (OSError, AttributeError):
-        pass
-
-
-def main(argv: list[str]) -> int:
-    real, log = os.environ[REAL_ENV], os.environ.get(LOG_ENV)
-    env = {k: v for k, v in os.environ.items() if k not in (REAL_ENV, LOG_ENV)}
-    # argv[0] as containerd gives it (exec.Command("mkfs.erofs")): mkfs quotes it in its errors.
-    started = time.monotonic()
-    proc = subprocess.Popen(["mkfs.erofs", *argv], executable=real, stdin=subprocess.PIPE,
-                            env=env, preexec_fn=_die_with_parent)
-    fed, eof = 0, False
-    src, dst = sys.stdin.buffer.raw.fileno(), proc.stdin.fileno()
-    try:
-        while True:
-            data = os.read(src, CHUNK)
-            if not data:
-                eof = True
-                break
-            view = memoryview(data)
-            while view:
-                n = os.write(dst, view)
-                fed += n
-                view = view[n:]
-    except BrokenPipeError:
-        pass                  # mkfs stopped reading: stop reading too, so the caller sees EPIPE
-    finally:
-        try:
-            proc.stdin.close()
-        except OSError:
-            pass
-    rc = proc.wait()
-    if log:
-        line = json.dumps({"argv": argv, "fed": fed, "eof": eof, "returncode": rc,
-                           "seconds": round(time.monotonic() - started, 4),
-                           "end": time.time()}) + "\n"
-        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line.encode())
-        finally:
-            os.close(fd)
-    if rc < 0:                # die of the same signal, so Go prints "signal: …" as without us
-        signal.signal(-rc, signal.SIG_DFL)
-        os.kill(os.getpid(), -rc)
-    return rc
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

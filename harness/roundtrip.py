@@ -11,10 +11,9 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-import subprocess
 import uuid
 
-from . import phases, state
+from . import kmount, phases, state
 from .oracle import ContainerdError, OracleError
 from .reference import profiles
 from .result import Check, Status
@@ -25,7 +24,7 @@ MOUNT_TIMEOUT = 60
 
 
 class MountError(Exception):
-    """mount(8) failed or hung: an engine problem, reported as the check's error."""
+    """A mount failed or hung: an engine problem, reported as the check's error."""
 
 
 # -- what explains a difference (pure) ----------------------------------------------------------
@@ -203,29 +202,20 @@ def verdict(differences, profile, before, opaque, max_lines: int = 30, epoch=Non
 
 # -- mounts (I/O) ------------------------------------------------------------------------------
 
-def _run_mount(argv, timeout: float = MOUNT_TIMEOUT):
-    try:
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise MountError(f"{' '.join(argv)} did not return within {timeout:g} s") from None
-    except FileNotFoundError:
-        raise MountError("mount(8) is not installed (apt-get install mount)") from None
-    if p.returncode != 0:
-        raise MountError(f"{' '.join(argv)} failed: {(p.stderr or p.stdout).strip()}")
-
-
 @contextlib.contextmanager
-def _mounted(argv, target: str, timeout: float = MOUNT_TIMEOUT):
+def _mounted(mount, target: str, timeout: float = MOUNT_TIMEOUT):
+    """mount(target, timeout) (harness/kmount.py) for the block; always unmounted after it."""
     os.makedirs(target, exist_ok=True)
     with phases.phase("mount"):
-        _run_mount(argv + [target], timeout)
+        try:
+            mount(target, timeout)
+        except kmount.KernelMountError as e:
+            raise MountError(str(e)) from None
     try:
         yield target
     finally:
-        try:
-            subprocess.run(["umount", target], capture_output=True, timeout=timeout)
-        except subprocess.TimeoutExpired:   # the run's last-resort cleanup detaches it lazily
-            subprocess.run(["umount", "-l", target], capture_output=True, timeout=timeout)
+        with contextlib.suppress(kmount.KernelMountError):   # the run's last-resort cleanup
+            kmount.unmount(target, timeout)
 
 
 @contextlib.contextmanager
@@ -237,13 +227,13 @@ def merged_layers(images: list[str], workdir: str, timeout: float = MOUNT_TIMEOU
         dirs = []
         for i, image in enumerate(images):
             dirs.append(stack.enter_context(_mounted(
-                ["mount", "-t", "erofs", "-o", "ro,loop", image], os.path.join(workdir, f"e{i}"),
-                timeout)))
+                lambda target, t, image=image: kmount.mount_image(image, target, "erofs", t),
+                os.path.join(workdir, f"e{i}"), timeout)))
         empty = os.path.join(workdir, "empty")
         os.makedirs(empty, exist_ok=True)
         lowerdir = ":".join(dirs + [empty])
         yield stack.enter_context(_mounted(
-            ["mount", "-t", "overlay", "overlay", "-o", f"ro,lowerdir={lowerdir}"],
+            lambda target, t: kmount.mount_overlay(f"lowerdir={lowerdir}", target, t),
             os.path.join(workdir, "merged"), timeout))
 
 

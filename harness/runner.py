@@ -179,6 +179,7 @@ class Session:
             ensure_built(self.options.containerd)
             if path == "daemon":
                 daemon.ensure_built(self.options.containerd)
+            mkfs_shim.ensure_built()
         except OracleError as e:
             self._build_error = e
             raise
@@ -212,7 +213,8 @@ class Session:
 def mkfs_recording(base: str, root: str) -> dict:
     """The oracle's environment for a recording mkfs.erofs (harness/mkfs_shim.py): containerd's
     argv and fed byte count land in <root>/mkfs-calls.jsonl. Empty when mkfs.erofs is missing
-    (the capability check reports that)."""
+    (the capability check reports that); mkfs_shim.ShimError (an OracleError) when the shim is
+    not built."""
     try:
         return mkfs_shim.install(os.path.join(base, "mkfs-shim"),
                                  os.path.join(root, "mkfs-calls.jsonl"))

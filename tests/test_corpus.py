@@ -214,14 +214,14 @@ def test_the_vm_backend_fetches_on_the_host_and_leaves_errors_to_the_guest(tmp_p
                  "  blob: {corpus: npm/once-1.1.1.tgz}\n")
     asked = []
     monkeypatch.setattr(corpus, "fetch", lambda names, log: asked.append(list(names)))
-    vm._fetch_corpus(str(f))
-    vm._fetch_corpus(str(tmp_path / "missing.yaml"))
+    vm._fetch_corpus(vm._load_on_host(str(f)))
+    vm._fetch_corpus(vm._load_on_host(str(tmp_path / "missing.yaml")))
     assert asked == [["npm/once-1.1.1.tgz"]]
 
     def offline(names, log):
         raise corpus.CorpusError("no network")
     monkeypatch.setattr(corpus, "fetch", offline)
-    vm._fetch_corpus(str(f))            # the runner in the guest reports it
+    vm._fetch_corpus(vm._load_on_host(str(f)))            # the runner in the guest reports it
 
 
 def test_build_writes_only_what_is_missing_from_the_first_tree(tmp_path, monkeypatch):

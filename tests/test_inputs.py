@@ -138,7 +138,20 @@ def test_loader_resolves_paths_against_the_scenario_file(tmp_path, monkeypatch):
     assert rename.expect_error == "EXDEV"
     assert sync.source == copy.source and apply.source == s.lowers[0].path
     assert s.apply_cases[0].fixture == str(tmp_path / "in" / "base.tar")
+    # every host path it reads, once each (the VM backend watches them for changes)
+    assert s.inputs == (str(f), str(tmp_path / "in" / "base.tar"), str(tmp_path / "in" / "tree"))
     assert s.name == "cases/x"              # relative to where the run started
+
+
+def test_inputs_name_fixtures_under_fixtures(tmp_path):
+    f = write(tmp_path / "x.yaml", """\
+        description: a fixture blob
+        apply:
+          media_type: application/vnd.oci.image.layer.v1.tar
+          blob: {fixture: dialects/bare-wh.tar}
+        """)
+    fixtures = Path(__file__).resolve().parent.parent / "fixtures"
+    assert load(f).inputs == (str(f), str(fixtures / "dialects" / "bare-wh.tar"))
 
 
 @pytest.mark.parametrize("body, message", [

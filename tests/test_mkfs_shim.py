@@ -1,8 +1,11 @@
-"""The recording mkfs.erofs (harness/mkfs_shim.py): argv, fed bytes, EOF, exit status. (That
-the real mkfs sees argv[0] `mkfs.erofs`, which it quotes in usage errors, shows in the live
-Apply cases whose error texts must match containerd's.)"""
+"""The recording mkfs.erofs (oracle/mkfsshim, installed by harness/mkfs_shim.py): argv, fed
+bytes, EOF, exit status, signals. (That the real mkfs sees argv[0] `mkfs.erofs`, which it quotes
+in usage errors, shows here and in the live Apply cases whose error texts must match
+containerd's.)"""
 import json
 import os
+import shutil
+import signal
 import subprocess
 import time
 
@@ -11,18 +14,28 @@ import pytest
 from harness import mkfs_shim
 
 
+@pytest.fixture(scope="session")
+def shim_binary():
+    if shutil.which("go") is None and not mkfs_shim.BINARY.exists():
+        pytest.skip("the Go toolchain (`go`) is not on PATH; cannot build oracle/mkfsshim")
+    return mkfs_shim.ensure_built() if shutil.which("go") else mkfs_shim.BINARY
+
+
 @pytest.fixture
-def shim(tmp_path, monkeypatch):
-    """A fake real mkfs that reads `$READ` bytes (all when unset), prints how many it got and
-    exits with `$RC`; the shim installed in front of it."""
+def shim(tmp_path, monkeypatch, shim_binary):
+    """A fake real mkfs that reads `$READ` bytes (all when unset), prints its argv[0], how many
+    bytes it got and whether the shim's variables reached it, then exits with `$RC` (or kills
+    itself with `$SIG`); the shim installed in front of it."""
     real_dir = tmp_path / "real"
     real_dir.mkdir()
     fake = real_dir / "mkfs.erofs"
     fake.write_text("#!/usr/bin/env python3\n"
-                    "import os, sys\n"
+                    "import os, signal, sys\n"
                     "n = int(os.environ.get('READ', '-1'))\n"
                     "data = sys.stdin.buffer.read() if n < 0 else sys.stdin.buffer.read(n)\n"
-                    "print(sys.argv[0], len(data))\n"
+                    "leaked = [k for k in os.environ if k.startswith('LAYERCONF_MKFS_')]\n"
+                    "print(sys.argv[0], len(data), ','.join(leaked) or '-', flush=True)\n"
+                    "if os.environ.get('SIG'): os.kill(os.getpid(), int(os.environ['SIG']))\n"
                     "sys.exit(int(os.environ.get('RC', '0')))\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{real_dir}{os.pathsep}{os.environ['PATH']}")
@@ -40,7 +53,7 @@ def test_records_argv_and_whole_stream(shim):
     env, log = shim
     p = run(env, b"a" * 100_000)
     assert p.returncode == 0
-    assert p.stdout.split()[1] == b"100000"
+    assert p.stdout.split()[1:] == [b"100000", b"-"]   # the whole stream; no shim variables
     before = time.time()
     records, offset = mkfs_shim.read_log(str(log))
     timing = [{k: r.pop(k) for k in ("seconds", "end")} for r in records]
@@ -72,3 +85,34 @@ def test_exit_status_passes_through(shim):
     assert run(env, b"", RC="3").returncode == 3
     (rec,), _ = mkfs_shim.read_log(str(log))
     assert rec["returncode"] == 3 and json.dumps(rec)
+
+
+def test_killing_signal_passes_through(shim):
+    env, log = shim
+    p = run(env, b"x" * 10, SIG=str(int(signal.SIGTERM)))
+    assert p.returncode == -signal.SIGTERM      # the caller sees "signal: terminated"
+    (rec,), _ = mkfs_shim.read_log(str(log))
+    assert rec["returncode"] == -signal.SIGTERM and rec["fed"] == 10 and rec["eof"] is True
+
+
+def test_no_stdin_is_an_empty_stream(shim):
+    env, log = shim
+    p = subprocess.run(["mkfs.erofs", "/x/layer.erofs", "/x/dir"], stdin=subprocess.DEVNULL,
+                       capture_output=True, env=env, timeout=60)
+    assert p.returncode == 0 and p.stdout.split()[1] == b"0"
+    (rec,), _ = mkfs_shim.read_log(str(log))
+    assert rec["argv"] == ["/x/layer.erofs", "/x/dir"] and rec["fed"] == 0 and rec["eof"] is True
+
+
+def test_unbuilt_shim_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(mkfs_shim, "BINARY", tmp_path / "missing" / "layerconf-mkfs-shim")
+    with pytest.raises(mkfs_shim.ShimError, match="oracle/mkfsshim/build.sh"):
+        mkfs_shim.install(str(tmp_path / "shim"), str(tmp_path / "log"))
+
+
+def test_without_go_the_built_shim_is_used_or_missing_is_said(tmp_path, monkeypatch, shim_binary):
+    monkeypatch.setattr(mkfs_shim.shutil, "which", lambda name, *a, **k: None)
+    assert mkfs_shim.ensure_built() == mkfs_shim.BINARY          # no Go: the built one, as it is
+    monkeypatch.setattr(mkfs_shim, "BINARY", tmp_path / "none" / "layerconf-mkfs-shim")
+    with pytest.raises(mkfs_shim.ShimError, match="not built, and Go is not on PATH"):
+        mkfs_shim.ensure_built()

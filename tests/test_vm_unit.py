@@ -9,6 +9,7 @@ import stat
 import struct
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -309,3 +310,57 @@ def test_an_engine_error_in_the_guest_keeps_its_console_log(tmp_path):
     nothing = {"scenario": "x", "status": "error", "artifacts": None}
     _keep_console(nothing, None, tmp_path / "keep")       # no console: nothing, no error
     assert nothing["artifacts"] is None
+
+
+def test_changed_since_sees_files_folders_and_missing_paths(tmp_path):
+    f, d = tmp_path / "s.yaml", tmp_path / "tree"
+    f.write_text("x")
+    (d / "sub").mkdir(parents=True)
+    (d / "sub" / "a").write_text("a")
+    old = 1_600_000_000
+    for p in (f, d, d / "sub", d / "sub" / "a"):
+        os.utime(p, (old, old))
+    since = os.stat(f).st_ctime + 1          # as if the guest started after they were made
+    assert not vmb.changed_since([str(f), str(d)], since)
+    (d / "sub" / "a").write_text("b")        # edited in place, deep in a folder, mtime kept old
+    os.utime(d / "sub" / "a", (old, old))
+    assert vmb.changed_since([str(d)], os.stat(f).st_ctime)   # its ctime moved
+    assert vmb.changed_since([str(tmp_path / "gone.tar")], 0)  # missing: cannot tell
+    assert not vmb.changed_since([], since)
+
+
+class _FakeGuest:
+    """Enough of a VM for VMBackend.run_file: records the ops it is asked for."""
+    alive, rw_dirs, network, boots = True, [], False, 1
+
+    def __init__(self):
+        self.ops, self.host_cache_since = [], time.time()
+
+    def call(self, op, timeout=0, **args):
+        self.ops.append(op)
+        return {"scenario": "s", "status": "pass", "duration": 0.0} if op == "scenario" else True
+
+    def info(self):
+        return {}
+
+
+def test_guest_caches_dropped_only_when_the_scenarios_files_changed(tmp_path, monkeypatch):
+    f = tmp_path / "s.yaml"
+    f.write_text("description: d\nlowers: [[{path: a, type: file}]]\nupper: [{op: rm, path: a}]\n")
+    os.utime(f, (1_600_000_000, 1_600_000_000))
+    guest = _FakeGuest()
+    guest.host_cache_since = os.stat(f).st_ctime + 5     # started after the file was written
+    b = vmb.VMBackend("6.1")
+    monkeypatch.setattr(vmb, "_prepare_host", lambda: None)
+    monkeypatch.setattr(b, "vm", lambda *a, **k: guest)
+    monkeypatch.setattr(b, "kernel_probe", lambda vm=None: {})
+    assert b.run_file(str(f))["status"] == "pass"
+    assert guest.ops == ["scenario"]                      # nothing of it can be stale
+    guest.host_cache_since = os.stat(f).st_ctime - 0.5    # the guest may have read it before it changed
+    b.run_file(str(f))
+    assert guest.ops == ["scenario", "drop_caches", "scenario"]
+    assert guest.host_cache_since > os.stat(f).st_ctime   # from the drop on, fresh again
+    fifo = tmp_path / "blocks.yaml"                       # not loadable here: always dropped
+    os.mkfifo(fifo)
+    b.run_file(str(fifo))
+    assert guest.ops[-2:] == ["drop_caches", "scenario"]

@@ -40,6 +40,7 @@ import shlex
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -53,6 +54,7 @@ PORT_NAME = "layerconf.agent"
 STATE_FORMAT = 1          # bump when the meaning of a saved state changes
 GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"   # vm/agent.py
 SAVE_TIMEOUT_FACTOR = 5   # the boot that saves a state may take this many boot_timeouts
+CACHE_CLOCK_SLACK = 1.0   # file times come from a coarse clock: a change this much "before" may be after
 PANIC_RE = re.compile(r"Kernel panic - not syncing[^\n]*|LAYERCONF-INIT-FAIL[^\n]*|"
                       r"LAYERCONF-AGENT-EXIT[^\n]*")
 
@@ -490,6 +492,9 @@ class VM:
         self.initrd: Path | None = None
         self.dead_reason: str | None = None
         self.boots = 0
+        # host wall time since which the guest may have cached host files (through 9p's
+        # cache=loose, which never revalidates): its start, then its last cache drop
+        self.host_cache_since = time.time()
 
     # -- lifecycle
 
@@ -604,6 +609,7 @@ class VM:
                 return self
             self._prepare()
             state = self._saved_state() if self.use_saved_state else None
+            self.host_cache_since = time.time()     # the guest mounts the host after this
             errors = []
             for attempt in range(1 + max(0, self.retries)):
                 try:
@@ -1060,6 +1066,27 @@ class VM:
 _SHARED: dict[tuple, VM] = {}
 _PROBES: dict[tuple, dict] = {}
 _SHARED_LOCK = threading.Lock()
+_HOST_READY: list = []        # _prepare_host() ran in this process
+
+
+def _prepare_host() -> None:
+    """Make here, natively, what a guest would otherwise make under TCG, once per process:
+    - the recording mkfs.erofs (harness/mkfs_shim.py), rebuilt when its sources changed (the
+      guest has no Go on its PATH). ShimError (an OracleError) when there is none and it cannot
+      be built;
+    - the harness's bytecode (__pycache__ beside the sources, as any import on the host writes
+      it): without it every guest compiles the harness, seconds of emulated CPU per guest. A
+      read-only checkout just goes without."""
+    with _SHARED_LOCK:
+        if _HOST_READY:
+            return
+        from .. import mkfs_shim
+        mkfs_shim.ensure_built()
+        import compileall
+        with contextlib.suppress(OSError):
+            compileall.compile_dir(str(REPO / "harness"), quiet=2)
+            compileall.compile_dir(str(VM_DIR), quiet=2, maxlevels=0)
+        _HOST_READY.append(True)
 
 
 def _probe_cache(vm: VM) -> Path:
@@ -1209,16 +1236,24 @@ class VMBackend:
         guest_opts["workdir"] = None        # the guest's TMPDIR: the scratch fs, never the 9p root
         guest_opts["build"] = False         # the oracle is built on the host (bootstrap), not in TCG
         path = str(Path(path).resolve())
+        _prepare_host()
+        scenario = _load_on_host(path)
         vm = None
         times = {}
-        _fetch_corpus(path)
+        _fetch_corpus(scenario)
         try:
             t = time.monotonic()
-            vm = self.vm(opts, network=_needs_network(path))
+            vm = self.vm(opts, network=_needs_network(path, scenario))
             times["vm_start"] = time.monotonic() - t
-            if self.drop_caches:
+            # Dropping the guest's caches makes it read everything again over 9p (binaries,
+            # libraries, python): done only when this scenario's host files changed since the
+            # guest could have cached them (or cannot be named: a file the host cannot load).
+            if self.drop_caches and (scenario is None or changed_since(
+                    scenario.inputs, vm.host_cache_since - CACHE_CLOCK_SLACK)):
                 t = time.monotonic()
+                since = time.time()
                 vm.call("drop_caches", timeout=60)
+                vm.host_cache_since = since
                 times["vm_drop_caches"] = time.monotonic() - t
             t = time.monotonic()
             result = vm.call("scenario", timeout=self.scenario_timeout, path=path, options=guest_opts)
@@ -1331,28 +1366,58 @@ class VMBackend:
             vm.kill()
 
 
-def _fetch_corpus(path: str) -> None:
+def _fetch_corpus(scenario) -> None:
     """The pinned corpus files the scenario names, fetched on the host: the guest sees the cache
     read-only through 9p, so its own fetch would land in its tmpfs and be lost."""
+    if scenario is None:
+        return
     from .. import corpus
     try:
-        if os.path.isfile(path):
-            from ..scenario import load
-            corpus.fetch(corpus.names_in(load(path).raw), log=lambda message: None)
+        corpus.fetch(corpus.names_in(scenario.raw), log=lambda message: None)
     except Exception:  # noqa: BLE001  (the runner in the guest fetches again and reports why)
         pass
 
 
-def _needs_network(path: str) -> bool:
-    """The scenario requires a capability probed over the network (capabilities.NETWORK)."""
-    from ..capabilities import NETWORK
+def _load_on_host(path: str):
+    """The scenario as the host reads it, or None when it cannot be read here (the runner in
+    the guest reports a bad file)."""
     try:
         if not os.path.isfile(path):   # never open a FIFO or device here
-            return False
+            return None
         from ..scenario import load
-        return bool(NETWORK.intersection(load(path).requires))
-    except Exception:  # noqa: BLE001  (a bad file is reported by the runner in the guest)
-        return False
+        return load(path)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _needs_network(path: str, scenario=None) -> bool:
+    """The scenario requires a capability probed over the network (capabilities.NETWORK)."""
+    from ..capabilities import NETWORK
+    scenario = scenario or _load_on_host(path)
+    return scenario is not None and bool(NETWORK.intersection(scenario.requires))
+
+
+def changed_since(paths, since: float) -> bool:
+    """Whether any of the host paths, or anything in a folder among them, changed (ctime or
+    mtime) at or after wall time `since`, or is missing: then a guest that cached them since
+    may hold a stale copy (9p's cache=loose never asks the host again)."""
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError:
+            return True
+        if max(st.st_ctime, st.st_mtime) >= since:
+            return True
+        if stat.S_ISDIR(st.st_mode):
+            for root, dirs, files in os.walk(p):
+                for name in dirs + files:
+                    try:
+                        st = os.lstat(os.path.join(root, name))
+                    except OSError:
+                        return True
+                    if max(st.st_ctime, st.st_mtime) >= since:
+                        return True
+    return False
 
 
 def backends_for(spec: str, options=None, **kw) -> list[VMBackend]:

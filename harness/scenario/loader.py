@@ -109,6 +109,7 @@ class _Checker:
         self.path = path
         self.base = os.path.dirname(os.path.abspath(path))   # host paths are relative to the file
         self.problems: list[tuple[int, str]] = []
+        self.inputs: list[str] = []     # host paths the scenario reads (Scenario.inputs)
 
     def err(self, line: int, msg: str):
         self.problems.append((line, msg))
@@ -240,6 +241,7 @@ class _Checker:
             self.err(line, f"{what}: {key} must be a path (relative to the scenario file)")
             return None
         p = os.path.normpath(os.path.join(self.base, os.path.expanduser(v)))
+        self.inputs.append(p)
         ok = (("file" in kinds and os.path.isfile(p)) or ("dir" in kinds and os.path.isdir(p)))
         if not ok:
             there = "does not exist" if not os.path.lexists(p) else "is not a " + " or ".join(kinds)
@@ -499,7 +501,8 @@ class _Checker:
                         media_types=media_types, source_date_epoch=epoch, expect_quirks=quirks,
                         expect_error=error, expect_by_version=by_version, apply_cases=apply_cases,
                         requires=self.requires(data), overlay=self.overlay(data),
-                        timeout=float(timeout) if timeout else None, raw=data)
+                        timeout=float(timeout) if timeout else None, raw=data,
+                        inputs=tuple(dict.fromkeys([os.path.abspath(self.path), *self.inputs])))
 
     def corpus_path(self, m, key, what) -> str | None:
         """`{corpus: NAME}`: a file of the real-world corpus (harness/corpus.py), which need not
@@ -510,6 +513,7 @@ class _Checker:
             self.err(self.line_of(m, key), f"{what}: corpus {name!r} is not a corpus file "
                      f"(known: {', '.join(corpus.NAMES)})")
             return None
+        self.inputs.append(str(corpus.path(name)))
         return corpus.path(name)
 
     def oci_sources(self, m, where) -> list[LayerSource]:
@@ -638,11 +642,14 @@ class _Checker:
                 # Beside the scenario file (generated cases carry their own blob); stored
                 # absolute, which the fixtures/ join leaves as it is.
                 fixture = str((Path(self.path).resolve().parent / fixture).resolve())
+                self.inputs.append(fixture)
                 if not Path(fixture).is_file():
                     self.err(c.line, f"{where}: fixture {blob['fixture']!r} does not exist "
                              "beside the scenario file")
-            elif not (Path(__file__).resolve().parents[2] / "fixtures" / fixture).is_file():
-                self.err(c.line, f"{where}: fixture {fixture!r} does not exist under fixtures/")
+            else:
+                self.inputs.append(str(Path(__file__).resolve().parents[2] / "fixtures" / fixture))
+                if not Path(self.inputs[-1]).is_file():
+                    self.err(c.line, f"{where}: fixture {fixture!r} does not exist under fixtures/")
         elif isinstance(blob, _Map) and set(blob) == {"corpus"}:
             fixture = self.corpus_path(blob, "corpus", f"{where} blob")
             if fixture is None:

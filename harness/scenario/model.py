@@ -124,6 +124,9 @@ class Scenario:
     timeout: float | None = None       # deadline (s) of each external call; None: the run's
     overlay: tuple[str, ...] = ()      # overlay mount options of the upper's overlay
     raw: dict = field(default_factory=dict, compare=False, repr=False)
+    # the host files and folders it reads: the file itself, fixtures, layer tars and folders,
+    # corpus files (the VM backend checks them for changes a guest's cache would hide)
+    inputs: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def compares(self) -> bool:

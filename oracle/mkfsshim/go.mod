@@ -1,0 +1,3 @@
+module layerconf/mkfsshim
+
+go 1.22
