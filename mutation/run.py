@@ -13,7 +13,8 @@ DIR/session.sqlite (cosmic-ray's own format: `cr-report DIR/session.sqlite`); DI
 rewritten after every mutant (a run stopped early keeps what it did), and the printed summary
 say how many were generated, run, killed by which stage, survived (with the diff), the time per
 stage and the wall time. --budget stops starting new mutants after that many seconds;
---max-mutants runs a seeded random sample.
+--max-mutants runs a seeded random sample. Mutants inside type annotations are equivalent and
+never run (mutation/annotation_mutants.py).
 """
 from __future__ import annotations
 
