@@ -249,6 +249,7 @@ def test_scenario_through_vm_leaves_no_mount_or_loop(backend, vm):
     assert _mounts_and_loops(vm) == before
 
 
+@pytest.mark.slow          # about a minute under TCG; make test's budget is tight
 def test_go_erofs_writer_runs_in_the_guest():
     """--writer go-erofs through the VM: the host's build of the writer runs in the guest, and
     the guest's kernel mounts its image and containerd's layer.erofs. On the oldest kernel only,
