@@ -47,6 +47,12 @@ def ensure_built(timeout: float = 600) -> Path:
 
 def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
     if not BINARY.exists():
+        if os.environ.get("LAYERCONF_IN_VM"):
+            # the guest runs the host's build (over 9p, read-only): a Go build under TCG would
+            # take minutes and vanish with the guest
+            raise GoErofsError(f"{BINARY} is not built on the host, and the "
+                               "guest never builds it: run `bash oracle/goerofs/build.sh` "
+                               "(make bootstrap does)")
         ensure_built()
     try:
         return subprocess.run([str(BINARY)] + argv, capture_output=True, timeout=timeout,

@@ -13,7 +13,8 @@ DIR/session.sqlite (cosmic-ray's own format: `cr-report DIR/session.sqlite`); DI
 rewritten after every mutant (a run stopped early keeps what it did), and the printed summary
 say how many were generated, run, killed by which stage, survived (with the diff), the time per
 stage and the wall time. --budget stops starting new mutants after that many seconds;
---max-mutants runs a seeded random sample.
+--max-mutants runs a seeded random sample. Mutants inside type annotations are equivalent and
+never run (mutation/annotation_mutants.py).
 """
 from __future__ import annotations
 
@@ -146,12 +147,13 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     from cosmic_ray.mutating import mutate_and_test
     from cosmic_ray.work_db import WorkDB, use_db
-    from cosmic_ray.work_item import TestOutcome
+    from cosmic_ray.work_item import TestOutcome, WorkerOutcome, WorkResult
 
     with tempfile.TemporaryDirectory(prefix="layerconf-mutate-") as tmp:
         work = Path(tmp)
         copy_tree(work)
         stages = load_stages(work)
+        import annotation_mutants
         try:
             names = stages.parse_stages(args.stages)
         except ValueError as e:
@@ -178,10 +180,20 @@ def main(argv=None) -> int:
         with use_db(str(db_path), WorkDB.Mode.open) as db:
             items = list(db.pending_work_items)
             generated = len(items)
+            # Equivalent without a run (mutation/annotation_mutants.py): recorded as skipped,
+            # never sampled.
+            skipped = [i for i in items if annotation_mutants.in_annotation(i)]
+            for item in skipped:
+                db.set_result(item.job_id, WorkResult(worker_outcome=WorkerOutcome.SKIPPED,
+                                                      output="inside a type annotation"))
+            counts["equivalent (type annotation, not run)"] = len(skipped)
+            skipped_ids = {i.job_id for i in skipped}
+            items = [i for i in items if i.job_id not in skipped_ids]
             if args.max_mutants is not None:
                 random.Random(args.seed).shuffle(items)
                 items = items[:args.max_mutants]
-            print(f"{generated} mutants generated; running {len(items)}", flush=True)
+            print(f"{generated} mutants generated, {len(skipped)} inside type annotations "
+                  f"(equivalent, not run); running {len(items)}", flush=True)
             for item in items:
                 if args.budget is not None and time.monotonic() - start > args.budget:
                     print(f"budget of {args.budget:.0f} s used up", flush=True)

@@ -245,3 +245,28 @@ def test_different_go_tar_is_explained_byte_level(tmp_path):
     assert r.status == Status.FAIL
     check = next(c for c in r.checks if c.name.startswith(f"compare {OCI_TAR}:"))
     assert "uid" in check.explanation.lower() and "inconsistent" not in check.explanation, check.explanation
+
+
+@pytest.mark.skipif(not (REPO / "fixtures/golden/numbers/zero-and-sparse-files.json").exists(),
+                    reason="no golden recording")
+def test_recorded_zero_files_are_read_back_in_full(monkeypatch):
+    """The large all-zero files are recorded as `zeros` and replayed by fsview._Zeros; a replay
+    that loses a byte must fail against Go's recorded tar."""
+    name = "numbers/zero-and-sparse-files"
+    g = golden.load_golden(name)
+    zeros = [e for root in g["state"]["roots"].values() for e in root["entries"]
+             if (e.get("content") or {}).get("zeros")]
+    assert len(zeros) == 3, "the recording no longer stores the large files as zeros"
+    path = REPO / "scenarios" / f"{name}.yaml"
+    assert golden.check_file(path, g["containerd"]).status == Status.PASS
+
+    def one_byte_short(self, n=-1):
+        left = max(self.size - self.pos - 1, 0)
+        n = left if n is None or n < 0 else min(n, left)
+        self.pos += n
+        return bytes(n)
+
+    monkeypatch.setattr(fsview._Zeros, "read", one_byte_short)
+    r = golden.check_file(path, g["containerd"])
+    assert r.status in (Status.FAIL, Status.ERROR), r.message
+    assert any(c.status.failed for c in r.checks if c.name.startswith("compare "))

@@ -249,6 +249,30 @@ def test_scenario_through_vm_leaves_no_mount_or_loop(backend, vm):
     assert _mounts_and_loops(vm) == before
 
 
+@pytest.mark.slow          # about a minute under TCG; make test's budget is tight
+def test_go_erofs_writer_runs_in_the_guest():
+    """--writer go-erofs through the VM: the host's build of the writer runs in the guest, and
+    the guest's kernel mounts its image and containerd's layer.erofs. On the oldest kernel only,
+    which mounts an image only through a loop device, unlike the host (each kernel costs about a
+    minute under TCG; docs/writer.md has the run on all three)."""
+    from harness import goerofs, oracle
+    if not oracle.binary_path(oracle.default_version()).exists() or not goerofs.BINARY.exists():
+        pytest.skip("the Go oracle or the go-erofs writer is not built (make bootstrap)")
+    kernel = KERNELS[0]
+    if vmb.unavailable_reason(kernel):
+        pytest.skip(vmb.unavailable_reason(kernel))
+    path = Path(__file__).resolve().parent.parent / "scenarios/apply/mkfs-defects/implied-parent.yaml"
+    backend = vmb.VMBackend(kernel, reuse=False)     # its own guest: close() kills it
+    try:
+        r = backend.run_file(str(path), {"writer": "go-erofs"})
+    finally:
+        backend.close()
+    assert r["environment"]["vm"]["release"] == PINS[kernel]["release"]
+    go = [c for c in r["checks"] if c["name"].startswith("go-erofs writer apply")]
+    assert [c["status"] for c in go] == ["pass"], r["checks"]
+    assert "go-erofs image and mkfs.erofs image" in go[0]["explanation"], go[0]["explanation"]
+
+
 # ---------------------------------------------------------------- failures
 
 def test_kill_mid_operation():

@@ -125,6 +125,14 @@ def test_writer_values():
         goerofs.writers("mkfs.erofs")
 
 
+def test_a_guest_without_the_hosts_build_is_an_error_not_a_build(monkeypatch, tmp_path):
+    monkeypatch.setattr(goerofs, "BINARY", tmp_path / "layerconf-goerofs")
+    monkeypatch.setattr(goerofs, "ensure_built", lambda *a, **k: pytest.fail("built in the guest"))
+    monkeypatch.setenv("LAYERCONF_IN_VM", "1")
+    with pytest.raises(goerofs.GoErofsError, match="not built on the host.*oracle/goerofs/build.sh"):
+        goerofs.version()
+
+
 # -- the writer on the kernel ------------------------------------------------------------------
 
 
