@@ -409,11 +409,14 @@ def test_layerconf_run_as_unprivileged_user_goes_through_the_vm():
     import tempfile
     tmp_path = Path(tempfile.mkdtemp(prefix="layerconf-nobody-"))
     os.chmod(tmp_path, 0o777)
-    p = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "env", "-i",
-         "PATH=/usr/bin:/bin", "HOME=/tmp", str(vmb.REPO / ".venv" / "bin" / "layerconf"), "run",
-         "--keep", str(tmp_path / "artifacts"), str(vmb.REPO / "scenarios/whiteout/root-file.yaml")],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    try:
+        p = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "env", "-i",
+             "PATH=/usr/bin:/bin", "HOME=/tmp", str(vmb.REPO / ".venv" / "bin" / "layerconf"),
+             "run", "--keep", str(tmp_path / "artifacts"),
+             str(vmb.REPO / "scenarios/whiteout/root-file.yaml")],
+            capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    finally:
+        shutil.rmtree(tmp_path, ignore_errors=True)     # also when it fails or times out
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    shutil.rmtree(tmp_path, ignore_errors=True)
     assert "1 passed, 0 failed, 0 error" in p.stdout
