@@ -243,6 +243,9 @@ def run_scenario(scenario: Scenario, session: Session) -> ScenarioResult:
             result.files.update({f"direct-{k}": v for k, v in results["direct"].files.items()})
     times.update(session.mkfs_seconds(since))
     result.phases = times
+    if session.options.keep and (result.status.failed or session.options.keep_all):
+        result.files.update(session.oracle_logs())     # after the phases: result.json has them
+        result.artifacts = _keep(result, session.options.keep)
     return result
 
 
@@ -303,9 +306,6 @@ def _run_scenario(scenario: Scenario, session: Session) -> ScenarioResult:
     else:
         conclude(result)
     result.duration = time.monotonic() - start
-    if session.options.keep and (result.status.failed or session.options.keep_all):
-        result.files.update(session.oracle_logs())
-        result.artifacts = _keep(result, session.options.keep)
     return result
 
 
