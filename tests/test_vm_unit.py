@@ -260,9 +260,39 @@ def test_scenarios_needing_the_mirror_get_the_network(tmp_path):
     plain, mirror = tmp_path / "plain.yaml", tmp_path / "mirror.yaml"
     plain.write_text(base + "requires: [trusted-xattr]\n")
     mirror.write_text(base + "requires: [debian-mirror]\n")
-    assert not vmb._needs_network(str(plain))
-    assert vmb._needs_network(str(mirror))
-    assert not vmb._needs_network(str(tmp_path / "missing.yaml"))
+    assert vmb._guest_needs(str(plain)) == {}
+    assert vmb._guest_needs(str(mirror)) == {"network": True}
+    assert vmb._guest_needs(str(tmp_path / "missing.yaml")) == {}
+
+
+def test_scenarios_with_big_inputs_get_a_bigger_guest(tmp_path, monkeypatch):
+    """An input file of BIG_INPUT bytes or more (a tar lower, an Apply blob) asks for a guest of
+    BIG_GUEST_MEMORY; smaller or missing inputs leave the default guest."""
+    monkeypatch.setattr(vmb, "BIG_INPUT", 1000)
+    small, big = tmp_path / "small.tar", tmp_path / "big.tar"
+    small.write_bytes(b"\0" * 999)
+    big.write_bytes(b"\0" * 1000)
+    lower, blob = tmp_path / "lower.yaml", tmp_path / "blob.yaml"
+    lower.write_text("description: d\nlowers: [{tar: big.tar}]\nupper: [{op: rm, path: a}]\n")
+    blob.write_text("description: d\napply:\n  cases:\n    - {media_type: application/vnd.oci."
+                    "image.layer.v1.tar, blob: {file: small.tar}}\n")
+    assert vmb._guest_needs(str(lower)) == {"memory": vmb.BIG_GUEST_MEMORY}
+    assert vmb._guest_needs(str(blob)) == {}
+    blob.write_text(blob.read_text().replace("small.tar", "big.tar"))
+    assert vmb._guest_needs(str(blob)) == {"memory": vmb.BIG_GUEST_MEMORY}
+    big.unlink()
+    assert vmb._guest_needs(str(lower)) == {}
+
+
+def test_an_op_is_overdue_after_its_cpu_budget_or_five_times_it_in_wall_time():
+    """A starved guest (little CPU in a long wait) is not hung; a spinning one is once it used
+    its budget; one that waits on nothing is at BOOT_WALL_FACTOR times the budget; with qemu's
+    CPU time unknown the budget is wall time."""
+    assert not vmb.overdue(waited=100, cpu=20, budget=60)
+    assert vmb.overdue(waited=100, cpu=61, budget=60)
+    assert not vmb.overdue(waited=59, cpu=59, budget=60)
+    assert vmb.overdue(waited=60 * vmb.BOOT_WALL_FACTOR + 1, cpu=0, budget=60)
+    assert vmb.overdue(waited=61, cpu=float("inf"), budget=60)
 
 
 def test_setup_error_is_one_paragraph(monkeypatch):
