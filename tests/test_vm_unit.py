@@ -295,6 +295,27 @@ def test_an_op_is_overdue_after_its_cpu_budget_or_five_times_it_in_wall_time():
     assert vmb.overdue(waited=61, cpu=float("inf"), budget=60)
 
 
+def test_a_restore_that_idled_through_its_wait_drops_the_state(tmp_path, monkeypatch):
+    """A restore that runs out of time is retried as a restore when the guest was busy (a loaded
+    host), but a guest that idled (a bad save: it never wakes) loses its state and boots."""
+    state = tmp_path / "x.vmstate"
+    for idle, want in ((False, [state, state]), (True, [state, None])):
+        state.write_bytes(b"state")
+        vm = vmb.VM("6.1", retries=1)
+        monkeypatch.setattr(vm, "_prepare", lambda: None)
+        monkeypatch.setattr(vm, "_saved_state", lambda: state)
+        tried = []
+
+        def boot(attempt, restore=None, idle=idle):
+            tried.append(restore)
+            vm._idled = idle
+            raise vmb.VMError("VM timeout: not ready", kind="timeout")
+        monkeypatch.setattr(vm, "_boot", boot)
+        with pytest.raises(vmb.VMError):
+            vm.start()
+        assert tried == want and state.exists() == (not idle)
+
+
 def test_setup_error_is_one_paragraph(monkeypatch):
     monkeypatch.setenv("LAYERCONF_QEMU", "/nonexistent/qemu")
     with pytest.raises(vmb.VMError) as ei:

@@ -441,6 +441,7 @@ class _Timeout(Exception):
 
 
 BOOT_WALL_FACTOR = 5    # wall time a boot or an op may take, as a multiple of its CPU-time budget
+IDLE_SHARE = 0.02        # a guest starting with less CPU than this share of its wait was idle
 DEFAULT_MEMORY = "1G"   # a guest's RAM, unless a scenario's inputs need more (_guest_needs)
 
 
@@ -500,6 +501,7 @@ class VM:
         self.initrd: Path | None = None
         self.dead_reason: str | None = None
         self.boots = 0
+        self._idled = False      # the last start attempt's guest used < IDLE_SHARE of its wait
 
     # -- lifecycle
 
@@ -608,7 +610,9 @@ class VM:
         """Start the guest: restore the saved ready state of this machine (saving it first when
         there is none yet), or boot it. A state that fails to restore is deleted and the next
         attempt boots; a restore that timed out is retried as one (a loaded host, not a bad
-        state)."""
+        state), unless the guest idled through its wait: a restored guest has work to do until
+        it is ready, so one that waits on nothing came from a bad save (seen once under heavy
+        load: qemu "running", the guest never woke to read its setup line)."""
         with self._lock:
             if self.alive:
                 return self
@@ -624,7 +628,7 @@ class VM:
                     errors.append(e)
                     if e.kind == "setup":
                         raise
-                    if state is not None and e.kind != "timeout":   # slow is no sign of a bad state
+                    if state is not None and (e.kind != "timeout" or self._idled):
                         with contextlib.suppress(OSError):
                             state.unlink()
                         state = None
@@ -731,6 +735,7 @@ class VM:
     def _boot(self, attempt: int, restore: Path | None = None, save_to: Path | None = None) -> None:
         """Start qemu: a fresh boot, or `restore` a saved state, or boot to save into `save_to`
         (then qemu is left for the caller to kill)."""
+        self._idled = False
         log_dir = self._log_dir or _log_dir()
         log_dir.mkdir(parents=True, exist_ok=True)
         _prune_logs(log_dir)
@@ -876,7 +881,9 @@ class VM:
         and a wall-clock deadline then fails boots that are slow, not hung (a spinning guest
         still uses up its CPU budget). BOOT_WALL_FACTOR x boot_timeout of wall time is the
         hard limit, for a qemu that waits without using CPU."""
-        return overdue(time.monotonic() - t0, self._qemu_cpu_seconds(), self.boot_timeout)
+        waited, cpu = time.monotonic() - t0, self._qemu_cpu_seconds()
+        self._idled = cpu < IDLE_SHARE * waited
+        return overdue(waited, cpu, self.boot_timeout)
 
     def _cpu_since(self, cpu0: float) -> float:
         """qemu's CPU seconds since it had used cpu0 (inf: unknown)."""
