@@ -360,3 +360,26 @@ def test_an_engine_error_in_the_guest_keeps_its_console_log(tmp_path):
     nothing = {"scenario": "x", "status": "error", "artifacts": None}
     _keep_console(nothing, None, tmp_path / "keep")       # no console: nothing, no error
     assert nothing["artifacts"] is None
+
+
+def test_guest_deadlines_scale_under_tcg(tmp_path):
+    """RunOptions.timeout_scale (VMBackend sets BOOT_WALL_FACTOR under TCG) multiplies the
+    session's deadline (the run's or the scenario's) and every run/copy/sync op's, given or
+    default; other ops and a scale of 1 are left alone."""
+    from harness import chroot, runner
+    from harness.scenario import load
+    f = tmp_path / "s.yaml"
+    f.write_text("description: d\nlowers: [[{path: a, type: file}]]\nupper:\n"
+                 "  - {op: run, command: 'true', timeout: 7}\n  - {op: run, command: 'true'}\n"
+                 "  - {op: rm, path: a}\n")
+    sc = load(str(f))
+    scaled = runner.scaled_op_timeouts(sc, 5)
+    assert [op.timeout for op in scaled.upper] == [35, 5 * chroot.DEFAULT_TIMEOUT, None]
+    assert runner.scaled_op_timeouts(sc, 1) is sc
+    session = runner.Session(runner.RunOptions(timeout=60, timeout_scale=5))
+    try:
+        assert session.timeout == 300
+        session.set_timeout(1200)
+        assert session.timeout == 6000
+    finally:
+        session.close()

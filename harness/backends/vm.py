@@ -1268,6 +1268,9 @@ class VMBackend:
             t = time.monotonic()
             vm = self.vm(opts, **_guest_needs(path))
             times["vm_start"] = time.monotonic() - t
+            # the guest's deadlines are wall-clock; under TCG they get the wall-time factor the
+            # host grants its ops (overdue())
+            guest_opts["timeout_scale"] = BOOT_WALL_FACTOR if vm.accel == "tcg" else 1.0
             if self.drop_caches:
                 t = time.monotonic()
                 vm.call("drop_caches", timeout=60)
