@@ -182,7 +182,7 @@ def test_qemu_command_line(tmp_path, monkeypatch):
     vm.initrd = tmp_path / "initramfs.cpio"
     cmd = vm.command(str(tmp_path / "a.sock"), tmp_path / "console.log", str(tmp_path / "s.img"))
     joined = " ".join(cmd)
-    for part in ("-M microvm", "-accel tcg", "-cpu max", "-smp 1", "-m 1G", "-no-reboot",
+    for part in ("-M microvm", "-accel tcg", "-cpu max,-erms,-fsrm", "-smp 1", "-m 1G", "-no-reboot",
                  "-nodefaults", "-nographic", "readonly=on", "mount_tag=hostroot",
                  f"name={vmb.PORT_NAME}", "virtio-blk-device,drive=scratch"):
         assert part in joined, part
