@@ -144,9 +144,10 @@ def suite(args) -> int:
     kernel = vmb.kernel_names(args.kernel if args.kernel != "all" else "6.12")[0]
     print(f"# {len(files)} scenario files, kernel {kernel}, {args.guests or 'one per CPU'} guest(s), "
           f"load {os.getloadavg()[0]:.2f}")
-    runs = {"vm": run_suite(vmb.VMBackend(kernel, runner.RunOptions(), guests=args.guests), files)}
+    opts = runner.RunOptions(path=args.path)
+    runs = {"vm": run_suite(vmb.VMBackend(kernel, opts, guests=args.guests), files)}
     if os.geteuid() == 0:
-        runs["host"] = run_suite(HostBackend(runner.RunOptions()), files)
+        runs["host"] = run_suite(HostBackend(opts), files)
     names = sorted({k for _, _, ph in runs.values() for k in ph})
     print(f"\n{'phase (s, summed)':24}" + "".join(f"{b:>10}" for b in runs))
     for k in names:
@@ -182,6 +183,8 @@ def main() -> int:
     ap.add_argument("--cold", action="store_true", help="boot every guest (no saved state)")
     ap.add_argument("--guests", type=int, default=None, help="--suite: guests at once (default: "
                     "one per CPU, as `layerconf run`)")
+    ap.add_argument("--path", default="direct", choices=("direct", "daemon"),
+                    help="--suite: how containerd is reached (harness/runner.py)")
     ap.add_argument("--suite", nargs="*", default=None, metavar="PATH",
                     help="time scenario files (default: all) in the VM and on the host")
     args = ap.parse_args()

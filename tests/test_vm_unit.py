@@ -191,6 +191,7 @@ def test_qemu_command_line(tmp_path, monkeypatch):
         assert part in append, part
     if vmb._host_khz():
         assert f"tsc_early_khz={vmb._host_khz()}" in append
+    assert "tsc=reliable" in append.split() and "nowatchdog" in append.split()   # TCG only
     assert len(append) < 2048  # the x86 kernel command line limit
     # what varies per guest is in the setup line, never in the saved machine
     assert str(tmp_path / "vmlinux") in joined and "layerconf." not in append

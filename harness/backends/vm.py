@@ -571,8 +571,16 @@ class VM:
         rw folders, the clock) goes in the setup line, so one saved state serves every guest."""
         khz = _host_khz()
         append = ["console=ttyS0", "quiet", "panic=-1", "cryptomgr.notests", "mitigations=off"]
-        if khz and self.accel == "tcg":
-            append.append(f"tsc_early_khz={khz}")
+        if self.accel == "tcg":
+            # TCG's TSC follows the host's clock. Without tsc=reliable the clocksource watchdog
+            # of a guest starved of CPU at boot sees it skew against jiffies (which lose the
+            # ticks a descheduled vCPU misses), marks it unstable and falls back to jiffies:
+            # guest time then ran 3.4x slower than the host's under load (1003 s of a scenario
+            # took 3373 s), timers lost their resolution. nowatchdog: the lockup detectors
+            # report a vCPU the host did not schedule, not a hang.
+            append += ["tsc=reliable", "nowatchdog"]
+            if khz:
+                append.append(f"tsc_early_khz={khz}")
         if self.append:
             append.append(self.append)
         if len(" ".join(append)) >= 2048:
