@@ -112,9 +112,17 @@ def op_overhead(kernel: str, args) -> dict:
                 "accel": vm.accel}
 
 
+def _cpu_self_and_children() -> float:
+    import resource
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
 def run_suite(backend, files) -> tuple[float, dict, dict]:
-    """(wall seconds, {scenario: status}, {phase: seconds summed}) of the files on `backend`."""
-    t0 = time.monotonic()
+    """(wall seconds, {scenario: status}, {phase: seconds summed}) of the files on `backend`;
+    the phase `cpu` is the CPU seconds of this process and every child it waited for (qemu; the
+    oracle, containerd and mkfs.erofs on the host), counted once the backend is closed."""
+    t0, cpu0 = time.monotonic(), _cpu_self_and_children()
     statuses, phases = {}, {}
     try:
         for d in backend.run_files(files):
@@ -125,6 +133,7 @@ def run_suite(backend, files) -> tuple[float, dict, dict]:
                 phases[k] = phases.get(k, 0.0) + v
     finally:
         backend.close()
+    phases["cpu"] = _cpu_self_and_children() - cpu0
     return time.monotonic() - t0, statuses, phases
 
 
@@ -135,9 +144,10 @@ def suite(args) -> int:
     kernel = vmb.kernel_names(args.kernel if args.kernel != "all" else "6.12")[0]
     print(f"# {len(files)} scenario files, kernel {kernel}, {args.guests or 'one per CPU'} guest(s), "
           f"load {os.getloadavg()[0]:.2f}")
-    runs = {"vm": run_suite(vmb.VMBackend(kernel, runner.RunOptions(), guests=args.guests), files)}
+    opts = runner.RunOptions(path=args.path)
+    runs = {"vm": run_suite(vmb.VMBackend(kernel, opts, guests=args.guests), files)}
     if os.geteuid() == 0:
-        runs["host"] = run_suite(HostBackend(runner.RunOptions()), files)
+        runs["host"] = run_suite(HostBackend(opts), files)
     names = sorted({k for _, _, ph in runs.values() for k in ph})
     print(f"\n{'phase (s, summed)':24}" + "".join(f"{b:>10}" for b in runs))
     for k in names:
@@ -173,6 +183,8 @@ def main() -> int:
     ap.add_argument("--cold", action="store_true", help="boot every guest (no saved state)")
     ap.add_argument("--guests", type=int, default=None, help="--suite: guests at once (default: "
                     "one per CPU, as `layerconf run`)")
+    ap.add_argument("--path", default="direct", choices=("direct", "daemon"),
+                    help="--suite: how containerd is reached (harness/runner.py)")
     ap.add_argument("--suite", nargs="*", default=None, metavar="PATH",
                     help="time scenario files (default: all) in the VM and on the host")
     args = ap.parse_args()

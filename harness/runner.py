@@ -7,6 +7,7 @@ on-disk state, and compare.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import platform
 import shutil
@@ -15,8 +16,8 @@ import time
 import traceback
 from dataclasses import dataclass
 
-from . import (capabilities, corpus, daemon, erofs_utils, goerofs, mkfs_shim, overlayopts,
-               phases, roundtrip, spool, srctree, state)
+from . import (capabilities, chroot, corpus, daemon, erofs_utils, fsops, goerofs, mkfs_shim,
+               overlayopts, phases, roundtrip, spool, srctree, state)
 from .checks.paths import check_paths
 from .applycheck import apply_checks, cross_decode
 from .oracle import ContainerdError, Oracle, OracleError, ensure_built, resolve
@@ -56,6 +57,8 @@ class RunOptions:
                                          # (oracle/goerofs/), all (both); see harness/goerofs.py
 
     start_dir: str | None = None         # names of files outside scenarios/ are relative to it
+    timeout_scale: float = 1.0           # every deadline (timeout, a scenario's and its ops')
+                                         # times this: a TCG guest on shared cores (VMBackend)
 
     def __post_init__(self):
         if self.path not in PATHS + ("both",):
@@ -79,7 +82,7 @@ class Session:
         self._started = 0
         self._tmp = None
         self.environment: dict = {}
-        self.timeout = self.options.timeout
+        self.timeout = self.options.timeout * self.options.timeout_scale
         self.dead_logs: list[tuple[str, str]] = []   # (root, log tail) of oracles that died
         self.tree = srctree.lookup(self.options.containerd)   # a source tree's record, or None
         self._build_error: OracleError | None = None           # a failed build is not retried
@@ -89,7 +92,7 @@ class Session:
 
     def set_timeout(self, seconds: float):
         """The deadline of every external call from now on (one scenario's `timeout:`)."""
-        self.timeout = seconds
+        self.timeout = seconds * self.options.timeout_scale
         for oracle in self._oracles.values():
             oracle.timeout = seconds
 
@@ -245,6 +248,9 @@ def run_scenario(scenario: Scenario, session: Session) -> ScenarioResult:
             result.files.update({f"direct-{k}": v for k, v in results["direct"].files.items()})
     times.update(session.mkfs_seconds(since))
     result.phases = times
+    if session.options.keep and (result.status.failed or session.options.keep_all):
+        result.files.update(session.oracle_logs())     # after the phases: result.json has them
+        result.artifacts = _keep(result, session.options.keep)
     return result
 
 
@@ -311,9 +317,6 @@ def _run_scenario(scenario: Scenario, session: Session) -> ScenarioResult:
     else:
         conclude(result)
     result.duration = time.monotonic() - start
-    if session.options.keep and (result.status.failed or session.options.keep_all):
-        result.files.update(session.oracle_logs())
-        result.artifacts = _keep(result, session.options.keep)
     return result
 
 
@@ -530,7 +533,19 @@ def run_file(path: str, options: dict | None = None) -> dict:
     except ScenarioError as e:
         return result_to_dict(ScenarioResult(scenario=str(path), path=str(path),
                                              status=Status.ERROR, message=str(e)))
-    return result_to_dict(run_scenario(scenario, _SESSION))
+    return result_to_dict(run_scenario(scaled_op_timeouts(scenario, opts.timeout_scale), _SESSION))
+
+
+def scaled_op_timeouts(scenario: Scenario, scale: float) -> Scenario:
+    """The scenario with the deadlines of its run, copy and sync ops (given or default) times
+    `scale`; the oracle's deadlines are scaled by the session."""
+    if scale == 1:
+        return scenario
+    defaults = {"run": chroot.DEFAULT_TIMEOUT, "copy": fsops.COPY_TIMEOUT,
+                "sync": fsops.COPY_TIMEOUT}
+    ops = tuple(dataclasses.replace(op, timeout=(op.timeout or defaults[op.op]) * scale)
+                if op.op in defaults else op for op in scenario.upper)
+    return dataclasses.replace(scenario, upper=ops)
 
 
 def probe_capabilities() -> dict:

@@ -73,3 +73,29 @@ def test_keep_survives_bad_data(tmp_path):
     assert {"explanation.txt", "result.json", "repro.sh", "errors.txt",
             "entries-go-erofs.txt"} <= files
     assert "# problem:" in open(os.path.join(folder, "entries-go-erofs.txt")).read()
+
+
+def test_keep_writes_spooled_outcomes(tmp_path):
+    """Outcomes spooled to disk are mmaps (harness/spool.py): written like bytes, and compared
+    by content, not identity (the same tar is listed once, an uncompressed blob not kept twice,
+    equal tars get no full difference)."""
+    from harness import spool
+    scen = tmp_path / "s.yaml"
+    scen.write_text("description: x\n")
+    tar = _tar(1)
+
+    def mapped(name):
+        s = spool.Spool(limit=1, dir=str(tmp_path))
+        s.write(tar)
+        v = s.value()
+        assert not isinstance(v, bytes)
+        return v
+    outs = [Outcome("go-erofs", OCI, tar=mapped("g"), blob=mapped("gb")),
+            Outcome("ref@containerd-v2.1.4", OCI, tar=mapped("r"), blob=mapped("rb"))]
+    r = ScenarioResult("s", str(scen), Status.PASS, [Check("compare tar", Status.PASS)], outs)
+    folder = keep(r, str(scen), str(tmp_path / "keep"))
+    files = set(os.listdir(folder))
+    assert "errors.txt" not in files
+    assert open(os.path.join(folder, "go-erofs__tar.tar"), "rb").read() == tar
+    assert "go-erofs__tar.blob" not in files
+    assert "full tar difference" not in open(os.path.join(folder, "explanation.txt")).read()

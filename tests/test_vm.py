@@ -319,6 +319,29 @@ def test_kill_mid_scenario_gives_status_error(tmp_path):
     assert _qemu_pids(str(log)) == []
 
 
+def test_a_starved_op_waits_and_a_spinning_one_is_a_hang():
+    """The host's wait for an op is a budget of qemu's CPU time: an op that outlasts its budget
+    in wall time while the guest idles (as a guest starved of CPU does) is answered; one that
+    spins through its budget is a hang (kind timeout) long before the guest's own deadline, and
+    kills the VM."""
+    k = _first_available()
+    vm = vmb.VM(k, retries=0)
+    try:
+        vm.start()
+        vm.run("true")              # the first command starts cold
+        t0 = time.monotonic()
+        r = vm._call("run", 4.0, {"cmd": "sleep 6", "timeout": 60})
+        assert r["rc"] == 0 and time.monotonic() - t0 >= 6
+        t0 = time.monotonic()
+        with pytest.raises(vmb.VMError) as ei:
+            vm._call("run", 4.0, {"cmd": "while :; do :; done", "timeout": 300})
+        assert ei.value.kind == "timeout" and "of qemu's CPU time" in str(ei.value)
+        assert time.monotonic() - t0 < 4.0 * vmb.BOOT_WALL_FACTOR + 5
+        assert not vm.alive
+    finally:
+        vm.kill()
+
+
 def test_kernel_panic_is_reported_and_retried():
     k = _first_available()
     vm = vmb.VM(k, append="rdinit=/nonexistent", retries=1, boot_timeout=90)

@@ -183,7 +183,7 @@ def test_qemu_command_line(tmp_path, monkeypatch):
     vm.initrd = tmp_path / "initramfs.cpio"
     cmd = vm.command(str(tmp_path / "a.sock"), tmp_path / "console.log", str(tmp_path / "s.img"))
     joined = " ".join(cmd)
-    for part in ("-M microvm", "-accel tcg", "-cpu max", "-smp 1", "-m 1G", "-no-reboot",
+    for part in ("-M microvm", "-accel tcg", "-cpu max,-erms,-fsrm", "-smp 1", "-m 1G", "-no-reboot",
                  "-nodefaults", "-nographic", "readonly=on", "mount_tag=hostroot",
                  f"name={vmb.PORT_NAME}", "virtio-blk-device,drive=scratch"):
         assert part in joined, part
@@ -192,6 +192,7 @@ def test_qemu_command_line(tmp_path, monkeypatch):
         assert part in append, part
     if vmb._host_khz():
         assert f"tsc_early_khz={vmb._host_khz()}" in append
+    assert "tsc=reliable" in append.split() and "nowatchdog" in append.split()   # TCG only
     assert len(append) < 2048  # the x86 kernel command line limit
     # what varies per guest is in the setup line, never in the saved machine
     assert str(tmp_path / "vmlinux") in joined and "layerconf." not in append
@@ -261,9 +262,60 @@ def test_scenarios_needing_the_mirror_get_the_network(tmp_path):
     plain, mirror = tmp_path / "plain.yaml", tmp_path / "mirror.yaml"
     plain.write_text(base + "requires: [trusted-xattr]\n")
     mirror.write_text(base + "requires: [debian-mirror]\n")
-    assert not vmb._needs_network(str(plain))
-    assert vmb._needs_network(str(mirror))
-    assert not vmb._needs_network(str(tmp_path / "missing.yaml"))
+    assert vmb._guest_needs(str(plain)) == {}
+    assert vmb._guest_needs(str(mirror)) == {"network": True}
+    assert vmb._guest_needs(str(tmp_path / "missing.yaml")) == {}
+
+
+def test_scenarios_with_big_inputs_get_a_bigger_guest(tmp_path, monkeypatch):
+    """An input file of BIG_INPUT bytes or more (a tar lower, an Apply blob) asks for a guest of
+    BIG_GUEST_MEMORY; smaller or missing inputs leave the default guest."""
+    monkeypatch.setattr(vmb, "BIG_INPUT", 1000)
+    small, big = tmp_path / "small.tar", tmp_path / "big.tar"
+    small.write_bytes(b"\0" * 999)
+    big.write_bytes(b"\0" * 1000)
+    lower, blob = tmp_path / "lower.yaml", tmp_path / "blob.yaml"
+    lower.write_text("description: d\nlowers: [{tar: big.tar}]\nupper: [{op: rm, path: a}]\n")
+    blob.write_text("description: d\napply:\n  cases:\n    - {media_type: application/vnd.oci."
+                    "image.layer.v1.tar, blob: {file: small.tar}}\n")
+    assert vmb._guest_needs(str(lower)) == {"memory": vmb.BIG_GUEST_MEMORY}
+    assert vmb._guest_needs(str(blob)) == {}
+    blob.write_text(blob.read_text().replace("small.tar", "big.tar"))
+    assert vmb._guest_needs(str(blob)) == {"memory": vmb.BIG_GUEST_MEMORY}
+    big.unlink()
+    assert vmb._guest_needs(str(lower)) == {}
+
+
+def test_an_op_is_overdue_after_its_cpu_budget_or_five_times_it_in_wall_time():
+    """A starved guest (little CPU in a long wait) is not hung; a spinning one is once it used
+    its budget; one that waits on nothing is at BOOT_WALL_FACTOR times the budget; with qemu's
+    CPU time unknown the budget is wall time."""
+    assert not vmb.overdue(waited=100, cpu=20, budget=60)
+    assert vmb.overdue(waited=100, cpu=61, budget=60)
+    assert not vmb.overdue(waited=59, cpu=59, budget=60)
+    assert vmb.overdue(waited=60 * vmb.BOOT_WALL_FACTOR + 1, cpu=0, budget=60)
+    assert vmb.overdue(waited=61, cpu=float("inf"), budget=60)
+
+
+def test_a_restore_that_idled_through_its_wait_drops_the_state(tmp_path, monkeypatch):
+    """A restore that runs out of time is retried as a restore when the guest was busy (a loaded
+    host), but a guest that idled (a bad save: it never wakes) loses its state and boots."""
+    state = tmp_path / "x.vmstate"
+    for idle, want in ((False, [state, state]), (True, [state, None])):
+        state.write_bytes(b"state")
+        vm = vmb.VM("6.1", retries=1)
+        monkeypatch.setattr(vm, "_prepare", lambda: None)
+        monkeypatch.setattr(vm, "_saved_state", lambda: state)
+        tried = []
+
+        def boot(attempt, restore=None, idle=idle):
+            tried.append(restore)
+            vm._idled = idle
+            raise vmb.VMError("VM timeout: not ready", kind="timeout")
+        monkeypatch.setattr(vm, "_boot", boot)
+        with pytest.raises(vmb.VMError):
+            vm.start()
+        assert tried == want and state.exists() == (not idle)
 
 
 def test_setup_error_is_one_paragraph(monkeypatch):
@@ -364,3 +416,26 @@ def test_guest_caches_dropped_only_when_the_scenarios_files_changed(tmp_path, mo
     os.mkfifo(fifo)
     b.run_file(str(fifo))
     assert guest.ops[-2:] == ["drop_caches", "scenario"]
+
+
+def test_guest_deadlines_scale_under_tcg(tmp_path):
+    """RunOptions.timeout_scale (VMBackend sets BOOT_WALL_FACTOR under TCG) multiplies the
+    session's deadline (the run's or the scenario's) and every run/copy/sync op's, given or
+    default; other ops and a scale of 1 are left alone."""
+    from harness import chroot, runner
+    from harness.scenario import load
+    f = tmp_path / "s.yaml"
+    f.write_text("description: d\nlowers: [[{path: a, type: file}]]\nupper:\n"
+                 "  - {op: run, command: 'true', timeout: 7}\n  - {op: run, command: 'true'}\n"
+                 "  - {op: rm, path: a}\n")
+    sc = load(str(f))
+    scaled = runner.scaled_op_timeouts(sc, 5)
+    assert [op.timeout for op in scaled.upper] == [35, 5 * chroot.DEFAULT_TIMEOUT, None]
+    assert runner.scaled_op_timeouts(sc, 1) is sc
+    session = runner.Session(runner.RunOptions(timeout=60, timeout_scale=5))
+    try:
+        assert session.timeout == 300
+        session.set_timeout(1200)
+        assert session.timeout == 6000
+    finally:
+        session.close()

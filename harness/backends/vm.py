@@ -429,11 +429,26 @@ class _Lost(Exception):
     pass
 
 
+def overdue(waited: float, cpu: float, budget: float) -> bool:
+    """Whether a guest that has been waited for `waited` s, in which qemu used `cpu` s of CPU
+    (inf: unknown), has had its `budget`: that much CPU time (a spinning or slow guest used it
+    up), or BOOT_WALL_FACTOR times that much wall time (a guest that waits on nothing). Under
+    TCG on cores shared with other heavy jobs a guest gets a fraction of a core, so a wall-clock
+    budget fails guests that are slow, not hung."""
+    return waited > budget * BOOT_WALL_FACTOR or (waited > budget and cpu > budget)
+
+
 class _Timeout(Exception):
     pass
 
 
-BOOT_WALL_FACTOR = 5    # wall time a boot may take, as a multiple of its CPU-time budget
+BOOT_WALL_FACTOR = 5    # wall time a boot or an op may take, as a multiple of its CPU-time budget
+# Without ERMS/FSRM, glibc's and the kernel's memcpy use vector loops instead of `rep movsb`,
+# which TCG runs byte by byte: measured in a guest (docs/vm.md), copying 800 MB took 2.7x less
+# CPU, mkfs.erofs of the 201 MiB rootfs tar 1.9x less.
+TCG_CPU = "max,-erms,-fsrm"
+IDLE_SHARE = 0.02        # a guest starting with less CPU than this share of its wait was idle
+DEFAULT_MEMORY = "1G"   # a guest's RAM, unless a scenario's inputs need more (_guest_needs)
 
 
 class VM:
@@ -451,7 +466,7 @@ class VM:
 
     _seq = itertools.count(1)
 
-    def __init__(self, kernel: str | None = None, *, accel: str | None = None, memory: str = "1G",
+    def __init__(self, kernel: str | None = None, *, accel: str | None = None, memory: str = DEFAULT_MEMORY,
                  smp: int = 1, boot_timeout: float = 60.0, retries: int = 1,
                  python: str | None = None, rw_dirs=(), append: str = "",
                  scratch: str = "ext4", scratch_size: str = "8G",
@@ -495,6 +510,7 @@ class VM:
         # host wall time since which the guest may have cached host files (through 9p's
         # cache=loose, which never revalidates): its start, then its last cache drop
         self.host_cache_since = time.time()
+        self._idled = False      # the last start attempt's guest used < IDLE_SHARE of its wait
 
     # -- lifecycle
 
@@ -560,15 +576,23 @@ class VM:
         rw folders, the clock) goes in the setup line, so one saved state serves every guest."""
         khz = _host_khz()
         append = ["console=ttyS0", "quiet", "panic=-1", "cryptomgr.notests", "mitigations=off"]
-        if khz and self.accel == "tcg":
-            append.append(f"tsc_early_khz={khz}")
+        if self.accel == "tcg":
+            # TCG's TSC follows the host's clock. Without tsc=reliable the clocksource watchdog
+            # of a guest starved of CPU at boot sees it skew against jiffies (which lose the
+            # ticks a descheduled vCPU misses), marks it unstable and falls back to jiffies:
+            # guest time then ran 3.4x slower than the host's under load (1003 s of a scenario
+            # took 3373 s), timers lost their resolution. nowatchdog: the lockup detectors
+            # report a vCPU the host did not schedule, not a hang.
+            append += ["tsc=reliable", "nowatchdog"]
+            if khz:
+                append.append(f"tsc_early_khz={khz}")
         if self.append:
             append.append(self.append)
         if len(" ".join(append)) >= 2048:
             raise VMError("cannot start a VM: the kernel command line would exceed 2048 bytes "
                           f"({' '.join(append)[:200]}...); shorten `append`.", kind="setup")
         cmd = [self.qemu, "-M", "microvm", "-accel", self.accel,
-               "-cpu", "host" if self.accel == "kvm" else "max",
+               "-cpu", "host" if self.accel == "kvm" else TCG_CPU,
                "-smp", str(self.smp), "-m", self.memory,
                "-no-reboot", "-nodefaults", "-nographic", "-no-user-config",
                "-kernel", str(self.art.vmlinux), "-initrd", str(self.initrd),
@@ -603,7 +627,9 @@ class VM:
         """Start the guest: restore the saved ready state of this machine (saving it first when
         there is none yet), or boot it. A state that fails to restore is deleted and the next
         attempt boots; a restore that timed out is retried as one (a loaded host, not a bad
-        state)."""
+        state), unless the guest idled through its wait: a restored guest has work to do until
+        it is ready, so one that waits on nothing came from a bad save (seen once under heavy
+        load: qemu "running", the guest never woke to read its setup line)."""
         with self._lock:
             if self.alive:
                 return self
@@ -620,7 +646,7 @@ class VM:
                     errors.append(e)
                     if e.kind == "setup":
                         raise
-                    if state is not None and e.kind != "timeout":   # slow is no sign of a bad state
+                    if state is not None and (e.kind != "timeout" or self._idled):
                         with contextlib.suppress(OSError):
                             state.unlink()
                         state = None
@@ -727,6 +753,7 @@ class VM:
     def _boot(self, attempt: int, restore: Path | None = None, save_to: Path | None = None) -> None:
         """Start qemu: a fresh boot, or `restore` a saved state, or boot to save into `save_to`
         (then qemu is left for the caller to kill)."""
+        self._idled = False
         log_dir = self._log_dir or _log_dir()
         log_dir.mkdir(parents=True, exist_ok=True)
         _prune_logs(log_dir)
@@ -872,10 +899,20 @@ class VM:
         and a wall-clock deadline then fails boots that are slow, not hung (a spinning guest
         still uses up its CPU budget). BOOT_WALL_FACTOR x boot_timeout of wall time is the
         hard limit, for a qemu that waits without using CPU."""
-        waited = time.monotonic() - t0
-        if waited > self.boot_timeout * BOOT_WALL_FACTOR:
-            return True
-        return waited > self.boot_timeout and self._qemu_cpu_seconds() > self.boot_timeout
+        waited, cpu = time.monotonic() - t0, self._qemu_cpu_seconds()
+        self._idled = cpu < IDLE_SHARE * waited
+        return overdue(waited, cpu, self.boot_timeout)
+
+    def _cpu_since(self, cpu0: float) -> float:
+        """qemu's CPU seconds since it had used cpu0 (inf: unknown)."""
+        cpu = self._qemu_cpu_seconds()
+        return cpu - cpu0 if cpu != float("inf") and cpu0 != float("inf") else float("inf")
+
+    def _op_waited(self, t0: float, cpu0: float, budget: float) -> str:
+        cpu = self._cpu_since(cpu0)
+        used = f"{cpu:.0f} s of CPU time in " if cpu != float("inf") else ""
+        return (f"{used}{time.monotonic() - t0:.0f} s; at most {budget * BOOT_WALL_FACTOR:.0f} s "
+                "of wall time")
 
     def _boot_waited(self, t0: float) -> str:
         cpu = self._qemu_cpu_seconds()
@@ -977,16 +1014,24 @@ class VM:
                     raise self._failure("lost", f"qemu exited between agent ops (before {op!r})")
                 raise VMError("the VM is not running (call start() first)", kind="lost")
             rid = next(self._ids)
+            t0, cpu0 = time.monotonic(), self._qemu_cpu_seconds()
             try:
                 self._send({"id": rid, "op": op, "args": args})
-                deadline = time.monotonic() + timeout
+                deadline = t0 + timeout
                 while True:
-                    msg = self._recv(deadline)
+                    try:
+                        msg = self._recv(deadline)
+                    except _Timeout:      # hung, or starved of CPU? (overdue())
+                        if overdue(time.monotonic() - t0, self._cpu_since(cpu0), timeout):
+                            raise
+                        deadline = time.monotonic() + 1.0
+                        continue
                     if msg.get("id") == rid:
                         break
             except _Timeout:
                 raise self._failure("timeout", f"agent op {op!r} did not answer within {timeout:.0f} s "
-                                    "(guest hang)") from None
+                                    f"of qemu's CPU time ({self._op_waited(t0, cpu0, timeout)}; guest "
+                                    "hang)") from None
             except _Lost:
                 raise self._failure("lost", f"the guest agent went away during op {op!r}") from None
             if not msg.get("ok"):
@@ -1118,6 +1163,21 @@ def _keep_console(result: dict, console, keep) -> None:
         pass          # the result still names the console log in its message
 
 
+def _add_phases_to_kept(result: dict) -> None:
+    """The kept result.json (written in the guest) with the VM's phases added on the host."""
+    path = os.path.join(str(result.get("artifacts") or ""), "result.json")
+    if not result.get("artifacts") or not os.path.isfile(path):
+        return
+    try:
+        with open(path) as f:
+            kept = json.load(f)
+        kept["phases"] = result["phases"]
+        with open(path, "w") as f:
+            f.write(json.dumps(kept, indent=2, sort_keys=True, default=str) + "\n")
+    except (OSError, ValueError):
+        pass          # the result itself still carries them
+
+
 def _options_dict(options) -> dict:
     if options is None:
         return {}
@@ -1166,16 +1226,21 @@ class VMBackend:
         # a folder inside a shared one is shared with it (and needs no VM of its own)
         return sorted(d for d in set(dirs) if not any(d.startswith(o + "/") for o in dirs))
 
-    def vm(self, options: dict | None = None, *, network: bool = False) -> VM:
-        """The VM for these options; `network`: one with the user-mode network (a VM of its
-        own, shared like the others, so scenarios without the need stay offline)."""
+    def vm(self, options: dict | None = None, *, network: bool = False,
+           memory: str | None = None) -> VM:
+        """The VM for these options; `network`: one with the user-mode network, `memory`: one
+        of that size (each a VM of its own, shared like the others, so scenarios without the
+        need stay offline and small)."""
         rw = self._rw_dirs(options if options is not None else self.options)
         kw = dict(self.vm_options, rw_dirs=rw)
         if network:
             kw["network"] = True
+        if memory and _size_bytes(memory) > _size_bytes(kw.get("memory", DEFAULT_MEMORY)):
+            kw["memory"] = memory
         key = (self.kernel, json.dumps(kw, sort_keys=True, default=str))
         if (self._vm is not None and self._vm.alive and self._vm.rw_dirs == rw
-                and self._vm.network == bool(kw.get("network"))):
+                and self._vm.network == bool(kw.get("network"))
+                and self._vm.memory == kw.get("memory", DEFAULT_MEMORY)):
             return self._vm
         if self.reuse:
             with _SHARED_LOCK:
@@ -1243,8 +1308,11 @@ class VMBackend:
         _fetch_corpus(scenario)
         try:
             t = time.monotonic()
-            vm = self.vm(opts, network=_needs_network(path, scenario))
+            vm = self.vm(opts, **_guest_needs(path, scenario))
             times["vm_start"] = time.monotonic() - t
+            # the guest's deadlines are wall-clock; under TCG they get the wall-time factor the
+            # host grants its ops (overdue())
+            guest_opts["timeout_scale"] = BOOT_WALL_FACTOR if vm.accel == "tcg" else 1.0
             # Dropping the guest's caches makes it read everything again over 9p (binaries,
             # libraries, python): done only when this scenario's host files changed since the
             # guest could have cached them (or cannot be named: a file the host cannot load).
@@ -1255,9 +1323,12 @@ class VMBackend:
                 vm.call("drop_caches", timeout=60)
                 vm.host_cache_since = since
                 times["vm_drop_caches"] = time.monotonic() - t
-            t = time.monotonic()
+            t, cpu = time.monotonic(), vm._qemu_cpu_seconds()
             result = vm.call("scenario", timeout=self.scenario_timeout, path=path, options=guest_opts)
             times["vm_call"] = time.monotonic() - t
+            cpu = vm._cpu_since(cpu)   # what the op cost qemu: a loaded machine inflates it
+            if cpu != float("inf"):    # far less than wall time
+                times["vm_cpu"] = cpu
             t = time.monotonic()
             caps = self.kernel_probe(vm)
             times["vm_probe"] = time.monotonic() - t
@@ -1280,6 +1351,7 @@ class VMBackend:
             times["vm_transfer"] = times["vm_call"] - float(result.get("duration") or 0.0)
             result["phases"] = dict(result.get("phases") or {},
                                     **{k: round(v, 4) for k, v in times.items()})
+            _add_phases_to_kept(result)
             if result.get("status") == "error":
                 _keep_console(result, vm.console_log, opts.get("keep"))
         return result
@@ -1390,13 +1462,6 @@ def _load_on_host(path: str):
         return None
 
 
-def _needs_network(path: str, scenario=None) -> bool:
-    """The scenario requires a capability probed over the network (capabilities.NETWORK)."""
-    from ..capabilities import NETWORK
-    scenario = scenario or _load_on_host(path)
-    return scenario is not None and bool(NETWORK.intersection(scenario.requires))
-
-
 def changed_since(paths, since: float) -> bool:
     """Whether any of the host paths, or anything in a folder among them, changed (ctime or
     mtime) at or after wall time `since`, or is missing: then a guest that cached them since
@@ -1418,6 +1483,41 @@ def changed_since(paths, since: float) -> bool:
                     if max(st.st_ctime, st.st_mtime) >= since:
                         return True
     return False
+
+
+BIG_INPUT = 64 << 20          # an input file this large gets a guest of BIG_GUEST_MEMORY
+BIG_GUEST_MEMORY = "3G"
+
+
+def _input_sizes(scenario) -> list[int]:
+    """Sizes of the scenario's input files: tar lower layers and Apply blobs (missing: left out)."""
+    from ..applycheck import FIXTURES
+    from ..scenario.model import LayerSource
+    paths = [lo.path for lo in scenario.lowers if isinstance(lo, LayerSource) and lo.kind == "tar"]
+    paths += [str(FIXTURES / c.fixture) for c in scenario.apply_cases if c.fixture]
+    sizes = []
+    for p in paths:
+        with contextlib.suppress(OSError):
+            sizes.append(os.path.getsize(p))
+    return sizes
+
+
+def _guest_needs(path: str, scenario=None) -> dict:
+    """What the scenario's guest needs beyond the default one, as VM keyword arguments:
+    `network` when it requires a capability probed over the network (capabilities.NETWORK);
+    `memory` when an input file is BIG_INPUT or more (an Apply holds the blob and both images in
+    memory, about 600 MB for the 201 MiB rootfs tar, and the guest's page cache carries them
+    on their way: a 1 GiB guest spends its time reclaiming pages)."""
+    from ..capabilities import NETWORK
+    scenario = scenario or _load_on_host(path)
+    if scenario is None:             # a bad file is reported by the runner in the guest
+        return {}
+    needs = {}
+    if NETWORK.intersection(scenario.requires):
+        needs["network"] = True
+    if max(_input_sizes(scenario), default=0) >= BIG_INPUT:
+        needs["memory"] = BIG_GUEST_MEMORY
+    return needs
 
 
 def backends_for(spec: str, options=None, **kw) -> list[VMBackend]:

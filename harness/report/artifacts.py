@@ -29,6 +29,7 @@ import traceback
 from pathlib import Path
 
 from ..result import ScenarioResult
+from ..spool import bytes_equal
 from . import short_media_type
 from .explain import explain_tar, list_entries
 
@@ -89,7 +90,7 @@ def explanation_text(result: ScenarioResult) -> str:
         refs = [o for o in outs if not o.producer.startswith("go-") and o.tar is not None]
         for g in gos:
             for r in refs:
-                if g.tar != r.tar:
+                if not bytes_equal(g.tar, r.tar):
                     full += ["", f"== full tar difference ({short_media_type(mt)}): "
                                  f"{g.producer} vs {r.producer}",
                              explain_tar(g.tar, r.tar, (g.producer, r.producer), max_lines=None)]
@@ -123,7 +124,8 @@ def keep(result: ScenarioResult, scenario_path, outdir) -> str:
         try:
             p = os.path.join(folder, name)
             with open(p, "wb") as f:
-                f.write(data if isinstance(data, bytes) else data.encode("utf-8", "surrogateescape"))
+                # str, or bytes-like: bytes, and mmaps of spooled blobs and tars
+                f.write(data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data)
             if mode is not None:
                 os.chmod(p, mode)
         except Exception:  # keep going: one bad artifact must not lose the others
@@ -141,7 +143,7 @@ def keep(result: ScenarioResult, scenario_path, outdir) -> str:
         base = f"{_safe(o.producer)}__{_safe(short_media_type(o.media_type))}"
         if o.tar is not None:
             put(base + ".tar", o.tar)
-        if o.blob is not None and o.blob != o.tar:
+        if o.blob is not None and not bytes_equal(o.blob, o.tar):
             put(base + _blob_ext(o.media_type), o.blob)
         if o.error:
             put(base + ".error.txt", o.error + "\n")
@@ -151,7 +153,7 @@ def keep(result: ScenarioResult, scenario_path, outdir) -> str:
         if prod not in listed:
             listed[prod] = o.tar
             name = f"entries-{prod}.txt"
-        elif listed[prod] != o.tar:
+        elif not bytes_equal(listed[prod], o.tar):
             name = f"entries-{prod}__{_safe(short_media_type(o.media_type))}.txt"
         else:
             continue
