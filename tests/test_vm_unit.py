@@ -383,7 +383,7 @@ def test_changed_since_sees_files_folders_and_missing_paths(tmp_path):
 
 class _FakeGuest:
     """Enough of a VM for VMBackend.run_file: records the ops it is asked for."""
-    alive, rw_dirs, network, boots = True, [], False, 1
+    alive, rw_dirs, network, boots, accel = True, [], False, 1, "tcg"
 
     def __init__(self):
         self.ops, self.host_cache_since = [], time.time()
@@ -394,6 +394,12 @@ class _FakeGuest:
 
     def info(self):
         return {}
+
+    def _qemu_cpu_seconds(self):
+        return 0.0
+
+    def _cpu_since(self, start):
+        return float("inf")
 
 
 def test_guest_caches_dropped_only_when_the_scenarios_files_changed(tmp_path, monkeypatch):
