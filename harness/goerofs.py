@@ -35,14 +35,8 @@ def writers(value: str) -> tuple[str, ...]:
 
 
 def ensure_built(timeout: float = 600) -> Path:
-    try:
-        p = subprocess.run(["bash", str(BUILD)], capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise GoErofsError(f"building the go-erofs writer took over {timeout:g} s") from None
-    if p.returncode != 0:
-        tail = (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1]
-        raise GoErofsError(f"building the go-erofs writer (oracle/goerofs/build.sh) failed: {tail}")
-    return Path(p.stdout.strip())
+    from .oracle import build_tool
+    return build_tool(BUILD, "the go-erofs writer", GoErofsError, timeout)
 
 
 def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess:

@@ -19,10 +19,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
-from .oracle import OracleError
+from .oracle import OracleError, build_tool
 
 REAL_ENV, LOG_ENV = "LAYERCONF_MKFS_REAL", "LAYERCONF_MKFS_LOG"
 REPO = Path(__file__).resolve().parent.parent
@@ -46,14 +45,7 @@ def ensure_built(timeout: float = 300) -> Path:
             f"{BINARY.parent} is not writable by this user"
         raise ShimError(f"the recording mkfs.erofs {BINARY} is not built, and {why}: run "
                         "`bash oracle/mkfsshim/build.sh` (make bootstrap does) and retry")
-    try:
-        p = subprocess.run(["bash", str(BUILD)], capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise ShimError(f"building the recording mkfs.erofs took over {timeout:g} s") from None
-    if p.returncode != 0:
-        tail = (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1]
-        raise ShimError(f"building the recording mkfs.erofs (oracle/mkfsshim/build.sh) failed: {tail}")
-    return Path(p.stdout.strip())
+    return build_tool(BUILD, "the recording mkfs.erofs", ShimError, timeout)
 
 
 def _writable(d: Path) -> bool:

@@ -160,6 +160,20 @@ def ensure_built(version: str) -> Path:
     return build_with(REPO / "oracle" / "build.sh", version, binary_path(version), "the Go oracle")
 
 
+def build_tool(script: Path, product: str, error=OracleError, timeout: float = 600) -> Path:
+    """Run the build script of one of oracle/'s small Go programs (oracle/build-go-tool.sh);
+    the path it prints, or `error` naming the script and the last line of its output."""
+    try:
+        p = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise error(f"building {product} took over {timeout:g} s") from None
+    if p.returncode != 0:
+        tail = (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1]
+        rel = script.relative_to(REPO) if script.is_relative_to(REPO) else script
+        raise error(f"building {product} ({rel}) failed: {tail}")
+    return Path(p.stdout.strip())
+
+
 def build_with(script: Path, version: str, path: Path, product: str, error=OracleError,
                timeout: float = 1800) -> Path:
     """Run a build script of oracle/ for a version or a source-tree key (`--tree PATH KEY`);
