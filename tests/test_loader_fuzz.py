@@ -10,8 +10,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness import fsops
-from harness.capabilities import KNOWN
+from harness import corpus, fsops
+from harness.capabilities import KNOWN, NETWORK
 from harness.fuzz.compare import compare_cases
 from harness.fuzz.engine import scenario_text
 from harness.scenario import ScenarioError, load
@@ -94,9 +94,11 @@ def _check_runnable(s):
     assert set(s.requires) <= set(KNOWN)
     assert isinstance(s.description, str) and s.description
     for case in s.apply_cases:
-        # a corpus blob is built on demand: the scenario requires it, and skips until then
+        # a corpus blob is built or fetched on demand, into the corpus cache: the scenario
+        # requires the corpus or the registry it comes from, and skips until then
+        in_corpus = Path(case.fixture or "").is_relative_to(corpus.CACHE)
         assert case.from_compare or Path(REPO / "fixtures" / case.fixture).is_file() \
-            or "corpus" in s.requires
+            or (in_corpus and set(s.requires) & ({"corpus"} | NETWORK))
         assert all(isinstance(k, str) and isinstance(v, str) for k, v in case.annotations)
         assert isinstance(case.tar_index, bool)
 
