@@ -480,7 +480,6 @@ class VM:
         self.rw_dirs = [str(Path(d).resolve()) for d in rw_dirs]
         self.append = append
         self.scratch, self.scratch_size = scratch, scratch_size
-        self.network = bool(network)
         if scratch not in ("ext4", "tmpfs"):
             raise ValueError(f"scratch must be ext4 or tmpfs, not {scratch!r}")
         self.fetch = fetch
