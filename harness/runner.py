@@ -94,7 +94,7 @@ class Session:
         """The deadline of every external call from now on (one scenario's `timeout:`)."""
         self.timeout = seconds * self.options.timeout_scale
         for oracle in self._oracles.values():
-            oracle.timeout = seconds
+            oracle.timeout = self.timeout
 
     def oracle_logs(self) -> dict[str, str]:
         """Log tails of the oracles of this session, dead ones included (for artifacts)."""
