@@ -5,6 +5,8 @@ mount(8) would do the same in a process of its own; under the VM's software emul
 util-linux's mount (five shared libraries) costs a fifth of a second or more, a dozen times per
 scenario. Each call still has a deadline: it runs in a worker thread, and a call that does not
 return in time is reported (the run's last-resort cleanup detaches what it may leave mounted).
+A failed mount's error carries what the kernel logged about it (erofs and overlayfs say why
+they refuse in the kernel log, while mount(2) returns no more than EINVAL).
 """
 from __future__ import annotations
 
@@ -97,18 +99,83 @@ def _attach_loop(image: str) -> tuple[int, str]:
 def mount_image(image: str, target: str, fstype: str = "erofs", timeout: float = 60):
     """`mount -t FSTYPE -o ro,loop IMAGE TARGET`."""
     def run():
-        fd, dev = _attach_loop(image)
-        try:
-            _mount(dev, target, fstype, MS_RDONLY, None)
-        finally:
-            os.close(fd)      # the mount holds the device now; on failure it is cleared
+        with _kernel_log() as said:
+            fd, dev = _attach_loop(image)
+            try:
+                _mount(dev, target, fstype, MS_RDONLY, None)
+            except OSError as e:
+                raise _with_kernel_words(e, said(f"(device {os.path.basename(dev)})",
+                                                 f"{os.path.basename(dev)}:")) from None
+            finally:
+                os.close(fd)      # the mount holds the device now; on failure it is cleared
     _call(f"mount -t {fstype} -o ro,loop {image} {target}", run, timeout)
 
 
 def mount_overlay(options: str, target: str, timeout: float = 60):
     """`mount -t overlay overlay -o ro,OPTIONS TARGET`."""
-    _call(f"mount -t overlay overlay -o ro,{options} {target}",
-          lambda: _mount("overlay", target, "overlay", MS_RDONLY, options), timeout)
+    def run():
+        with _kernel_log() as said:
+            try:
+                _mount("overlay", target, "overlay", MS_RDONLY, options)
+            except OSError as e:
+                raise _with_kernel_words(e, said("overlayfs:")) from None
+    _call(f"mount -t overlay overlay -o ro,{options} {target}", run, timeout)
+
+
+# -- what the kernel logged -------------------------------------------------------------------
+
+def kernel_messages(records: list[bytes], *marks: str) -> list[str]:
+    """The text of /dev/kmsg records (`PRIO,SEQ,USEC,FLAGS;TEXT` then continuation lines) that
+    contain any of `marks`."""
+    out = []
+    for rec in records:
+        _, sep, rest = rec.partition(b";")
+        text = rest.split(b"\n", 1)[0].decode("utf-8", "replace").strip() if sep else ""
+        if text and any(m in text for m in marks):
+            out.append(text)
+    return out
+
+
+def _with_kernel_words(e: OSError, said: list[str]) -> OSError:
+    if not said:
+        return e
+    return OSError(e.errno, f"{e.strerror or e} (kernel log: {'; '.join(said[-3:])})")
+
+
+class _kernel_log:
+    """Within the block, said(*marks) -> the kernel log's new lines containing any mark; [] where
+    the log cannot be read (no /dev/kmsg, not root)."""
+
+    def __enter__(self):
+        self.fd = None
+        try:
+            self.fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            os.lseek(self.fd, 0, os.SEEK_END)     # only what comes after this point
+        except OSError:
+            if self.fd is not None:
+                os.close(self.fd)
+            self.fd = None
+        return self.said
+
+    def said(self, *marks: str) -> list[str]:
+        records = []
+        while self.fd is not None and len(records) < 1000:
+            try:
+                rec = os.read(self.fd, 8192)
+            except BlockingIOError:
+                break
+            except OSError as e:
+                if e.errno == errno.EPIPE:        # records overwritten meanwhile: read on
+                    continue
+                break
+            if not rec:
+                break
+            records.append(rec)
+        return kernel_messages(records, *marks)
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)
 
 
 def unmount(target: str, timeout: float = 60):

@@ -65,7 +65,7 @@ def test_outside_pattern_catches_what_it_should():
 # -- the structure of docs/spec.md -------------------------------------------------------------
 _HEADING = re.compile(r"^#{2,4}\s+(\d+(?:\.\d+)*)\.?\s", re.M)
 _RULE = re.compile(r"^\s{0,3}(\d+)\.\s", re.M)
-_DIVERGENCE = re.compile(r"^- \*\*([BMG]\d+) —", re.M)
+_DIVERGENCE = re.compile(r"^- \*\*([BMGK]\d+) —", re.M)
 
 
 def spec_structure(text: str) -> tuple[dict[str, str], dict[str, set[int]], set[str]]:
@@ -81,7 +81,7 @@ def spec_structure(text: str) -> tuple[dict[str, str], dict[str, set[int]], set[
 
 # "§3.1", "§7 B2", "§7-B17", "§1.1 step 3", "§1.1 steps 12–14", "§3.1–3.3", "§5.5/§5.6"
 _CITE = re.compile(r"§\s*(\d+(?:\.\d+)?)"
-                   r"(?:[ -]([BMG]\d+)\b)?"
+                   r"(?:[ -]([BMGK]\d+)\b)?"
                    r"(?:\s+steps?\s+(\d+)(?:\s*[–-]\s*(\d+))?)?"
                    r"(?:–(\d+\.\d+))?")
 
@@ -145,7 +145,7 @@ def test_registry_ids_are_divergences_of_the_spec():
 
 # -- source citations ------------------------------------------------------------------------
 _SOURCE_PARA = re.compile(r"^\*Source:\*(.*?)(?=\n\s*\n|\Z)", re.M | re.S)
-_SOURCE_ITEM = re.compile(r"^(containerd|continuity|go-erofs|erofs-utils|Go) (v?\d[\w.\-]*) "
+_SOURCE_ITEM = re.compile(r"^(containerd|continuity|go-erofs|erofs-utils|Go|Linux) (v?\d[\w.\-]*) "
                           r"`([^`]+)` `([^`]+)`$")
 _MODULES = {"containerd": "github.com/containerd/containerd/v2@{v}",
             "continuity": "github.com/containerd/continuity@{v}",
@@ -164,7 +164,7 @@ def source_citations(text: str) -> tuple[list[tuple[str, str, str, str]], list[s
 
 
 def function_pattern(component: str, name: str) -> re.Pattern:
-    if component == "erofs-utils":     # C: a definition starts a line with its return type
+    if component in ("erofs-utils", "Linux"):   # C: a definition starts a line with its type
         return re.compile(r"^[A-Za-z_][\w \t\*]*\b" + re.escape(name) + r"\s*\(", re.M)
     if "." in name:
         typ, meth = name.split(".", 1)

@@ -64,3 +64,26 @@ def test_a_call_that_hangs_meets_its_deadline():
     with pytest.raises(kmount.KernelMountError, match="mount x did not return within 0.2 s"):
         kmount._call("mount x", lambda: time.sleep(5), 0.2)
     assert time.monotonic() - t < 2
+
+
+def test_kernel_messages_keep_the_text_of_records_that_name_the_device():
+    records = [b"3,1201,29701202,-;erofs: (device loop0): erofs_init_device: empty device tag @ pos 1152\n",
+               b"6,1202,29701300,-;loop1: detected capacity change from 0 to 24\n",
+               b"4,1203,29701400,c;overlayfs: failed to resolve 'x': -2\n SUBSYSTEM=block\n",
+               b"garbage without a header"]
+    assert kmount.kernel_messages(records, "(device loop0)", "loop0:") == [
+        "erofs: (device loop0): erofs_init_device: empty device tag @ pos 1152"]
+    assert kmount.kernel_messages(records, "overlayfs:") == ["overlayfs: failed to resolve 'x': -2"]
+    assert kmount.kernel_messages(records, "loop7:") == []
+
+
+@needs_root
+@pytest.mark.skipif(not os.access("/dev/kmsg", os.R_OK), reason="the kernel log is not readable")
+def test_a_refused_image_names_what_the_kernel_logged(tmp_path):
+    bogus = tmp_path / "not-erofs"
+    bogus.write_bytes(b"\0" * 8192)
+    target = tmp_path / "m"
+    target.mkdir()
+    with pytest.raises(kmount.KernelMountError, match=r"failed: .*\(kernel log: .*erofs:? \(device loop\d+\)"):
+        kmount.mount_image(str(bogus), str(target), timeout=60)
+    assert _mounts_under(tmp_path) == [] and _loops_over(bogus) == []

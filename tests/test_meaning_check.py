@@ -96,3 +96,25 @@ def test_layer_context_reads_global_paths_sparse_names_truncation_and_nul_fields
     assert b"path" in ctx.global_keys and ctx.implicit_dirs == {b"/d"}
     assert not ctx.truncated_in_data
     assert layer_context(tar[:512 * 4 + 100]).truncated_in_data
+
+
+def test_an_image_a_kernel_before_6_7_refuses_for_its_empty_device_tag_is_the_kernels_limit():
+    t = tree(a=node())
+    refused = ("the kernel could not mount layer.erofs: mount -t erofs -o ro,loop l.erofs m failed: "
+               "Invalid argument (kernel log: erofs: (device loop0): erofs_init_device: empty "
+               "device tag @ pos 1152)")
+    for kernel, status in (("6.1.0-56-amd64", Status.XFAIL), ("6.12.57+deb13-amd64", Status.FAIL)):
+        versions = {"mkfs.erofs": "1.8.6", "containerd": "v2.4.2", "kernel": kernel}
+        c = judge("x", Reading(t), Reading(t), Reading(error=refused), Context(versions=versions),
+                  lambda q: tool_quirk_holds(q, versions))
+        assert c.status == status, (kernel, c.explanation)
+        if status == Status.XFAIL:
+            assert c.quirks == ["tar-index-empty-device-tag-refused"]
+            assert "[kernel 6.1.0-56-amd64]" in c.explanation, c.explanation
+        else:   # an unexplained refusal still names the image's writer and the kernel
+            assert "an image the kernel 6.12.57+deb13-amd64 cannot read" in c.explanation
+    other = refused.replace("empty device tag", "unidentified incompatible feature")
+    versions = {"mkfs.erofs": "1.8.6", "containerd": "v2.4.2", "kernel": "6.1.0-56-amd64"}
+    c = judge("x", Reading(t), Reading(t), Reading(error=other), Context(versions=versions),
+              lambda q: tool_quirk_holds(q, versions))
+    assert c.status == Status.FAIL and not c.quirks

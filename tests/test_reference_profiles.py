@@ -40,8 +40,8 @@ def test_version_predicate():
 def test_registry_well_formed():
     for q in QUIRKS:
         assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", q.name), q.name
-        # B: containerd, M: mkfs.erofs, G: go-erofs (each component's defects numbered apart)
-        prefix = {"containerd": "B", "mkfs.erofs": "M", "go-erofs": "G"}[q.component]
+        # B: containerd, M: mkfs.erofs, G: go-erofs, K: kernel (numbered apart per component)
+        prefix = {"containerd": "B", "mkfs.erofs": "M", "go-erofs": "G", "kernel": "K"}[q.component]
         assert re.fullmatch(prefix + r"\d+", q.spec_id) or (q.kind == "switch" and not q.spec_id)
         assert q.scope in ("compare", "mounts", "apply", "roundtrip", "meaning", "writer",
                            "engine")

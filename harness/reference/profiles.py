@@ -380,6 +380,20 @@ QUIRKS += (
           versions="<=0.3.1", scope="writer", component="go-erofs"),
 )
 
+# Limits of the kernel met through Apply: a layer whose image is right, that a kernel cannot
+# mount (harness/checks/meaning.py recognises each; versions are kernel versions).
+QUIRKS += (
+    Quirk("tar-index-empty-device-tag-refused", "K1",
+          "A tar-index layer (containerd's enable_tar_index: `mkfs.erofs --tar=i`, the tar "
+          "appended to the index) has one extra device whose tag is empty; the kernel refuses "
+          "to mount it (`erofs_init_device: empty device tag`, EINVAL), so the snapshotter "
+          "cannot use the layer; spec: the image mounts, as on kernels with the flat-device "
+          "relaxation.",
+          "spec §7.4 K1; linux-erofs 'erofs: relax the constraint of non-empty device tag in "
+          "flatdev mode' (Linux 6.7); shown on 6.1, not on 6.12, 7.3",
+          versions="<6.7.0", scope="meaning", component="kernel", kernels=("6.1",)),
+)
+
 # Apply-side switches live in mediatypes.py (their reader); ids and kinds are added here.
 _APPLY_IDS = {"native-mt-seed-inverted": ("B1", "quirk"), "native-mt-layer-prefix": ("B15", "switch")}
 

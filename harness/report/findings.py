@@ -26,7 +26,7 @@ VERSIONS_TXT = REPO / "oracle" / "versions.txt"
 
 COMPONENTS = ("containerd", "mkfs.erofs", "kernel", "go-erofs")
 KINDS = ("quirk", "switch", "defect", "not-a-defect")
-_ID_RE = re.compile(r"^[BMG]\d+$")
+_ID_RE = re.compile(r"^[BMGK]\d+$")
 _REF_RE = re.compile(r"^([\w.-]+)/([\w.-]+)(?:#(\d+)|@([0-9a-f]{7,40}))$")
 _KEYS_REQUIRED = ("id", "component", "code", "title", "impact", "versions", "reproducer",
                   "upstream", "fix")
