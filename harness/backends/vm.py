@@ -48,6 +48,8 @@ import threading
 import time
 from pathlib import Path
 
+from . import mkfs_forward
+
 REPO = Path(__file__).resolve().parents[2]
 VM_DIR = REPO / "vm"
 PORT_NAME = "layerconf.agent"
@@ -510,6 +512,9 @@ class VM:
         # cache=loose, which never revalidates): its start, then its last cache drop
         self.host_cache_since = time.time()
         self._idled = False      # the last start attempt's guest used < IDLE_SHARE of its wait
+        # tar-mode mkfs.erofs runs of the guest run on the host (harness/backends/mkfs_forward.py)
+        self.mkfs_ports = mkfs_forward.PORTS if mkfs_forward.enabled() else 0
+        self._mkfs_server: mkfs_forward.MkfsServer | None = None
 
     # -- lifecycle
 
@@ -607,10 +612,19 @@ class VM:
                     "-device", "virtio-blk-device,drive=scratch"]
         if self.network:
             cmd += ["-netdev", "user,id=net0", "-device", "virtio-net-device,netdev=net0"]
+        for i, path in enumerate(self._mkfs_socks(sock_path)):
+            cmd += ["-chardev", f"socket,id=mkfs{i},path={_qarg(path)},server=on,wait=off",
+                    "-device", f"virtserialport,bus=vs0.0,chardev=mkfs{i},"
+                    f"name={mkfs_forward.PORT_PREFIX}{i}"]
         for i, d in enumerate(self.rw_dirs):
             cmd += ["-fsdev", f"local,id=rwfs{i},path={_qarg(d)},security_model=none,multidevs=remap",
                     "-device", f"virtio-9p-device,fsdev=rwfs{i},mount_tag=rw{i}"]
         return cmd
+
+    def _mkfs_socks(self, agent_sock: str) -> list[str]:
+        """The host sockets of the mkfs ports, beside the agent's."""
+        d = os.path.dirname(agent_sock)
+        return [os.path.join(d, f"mkfs{i}.sock") for i in range(self.mkfs_ports)]
 
     def setup_line(self, scratch: str) -> str:
         """What init reads on the agent port before it mounts the host (vm/init.sh)."""
@@ -810,6 +824,12 @@ class VM:
                 time.sleep(0.005)
         self.sock = s
         t_socket = time.monotonic()
+        if self.mkfs_ports:
+            self._mkfs_server = mkfs_forward.MkfsServer(self._mkfs_socks(sock_path))
+            try:
+                self._mkfs_server.start(alive=lambda: self.proc.poll() is None)
+            except OSError as e:
+                raise self._failure("boot", f"the mkfs ports: {e}") from None
         # 2. the setup line; init reads it when it reaches its wait (a restored guest is there)
         try:
             self._send_raw(self.setup_line(scratch).encode())
@@ -1096,6 +1116,9 @@ class VM:
             except OSError:
                 pass
             self.sock = None
+        server, self._mkfs_server = getattr(self, "_mkfs_server", None), None
+        if server is not None:       # after qemu: its mkfs runs end with the guest
+            server.stop()
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
