@@ -358,3 +358,23 @@ def test_real_mkfs_image_is_the_same_forwarded(guest, host, tmp_path):
     assert host.requests == 1
     assert images[0] == images[1] and len(images[0]) > 4096
     assert [last_record(log)["fed"]] == [len(layer)]
+
+
+@pytest.mark.parametrize("forwarded", [True, False])
+def test_a_stdin_that_never_ends_does_not_keep_the_shim(guest, host, forwarded):
+    """mkfs exits without reading to the end (a directory-mode run with the caller's terminal
+    as stdin; a tar run that fails): the shim ends with it, not with its stdin."""
+    env, out, log = guest
+    env.setenv("READ", "0")
+    argv = ["--tar=f", str(out / "l.erofs")] if forwarded else [str(out / "l.erofs"), str(out)]
+    p = subprocess.Popen([str(mkfs_shim.BINARY)] + argv, stdin=subprocess.PIPE,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        p.stdin.write(b"z" * 1000)
+        p.stdin.flush()
+        assert p.wait(30) == 0
+    finally:
+        p.kill()
+        p.stdin.close()
+    assert host.requests == (1 if forwarded else 0)
+    assert last_record(log)["eof"] is False

@@ -49,6 +49,7 @@ IDLE_TIMEOUT = 120.0          # no frame from the guest while mkfs waits for std
 RUN_TIMEOUT = 3600.0          # a whole run, however it goes
 SEND_TIMEOUT = 60.0           # the guest does not read what we send: abandoned
 CONNECT_TIMEOUT = 10.0
+EXIT_GRACE = 1.0              # a stream ending as mkfs exits: wait this long for its end
 PORT_PREFIX = "layerconf.mkfs"
 PORTS = 2                     # runs at once (the oracle's and the reference's may overlap)
 OFF_ENV = "LAYERCONF_VM_MKFS_FORWARD"   # "0": guests run mkfs.erofs themselves
@@ -219,7 +220,13 @@ class Run:
     def _finish(self) -> None:
         try:
             rc = self.proc.wait()
-            self.ended.wait()        # after mkfs: the guest's stream is ended or abandoned
+            if not self.ended.wait(EXIT_GRACE):
+                # mkfs exited before the guest's stream ended: it reads no more, and a stdin
+                # that never ends (a caller's terminal) must not keep the shim
+                self.inbox.put(_BROKEN)
+                with contextlib.suppress(OSError):
+                    self._send(b"S", json.dumps({"fed": self.fed}).encode())
+            self.ended.wait()
             self._answer(rc)
         except OSError:
             pass                     # abandoned, or the guest stopped reading: nothing to say

@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -35,6 +36,8 @@ const (
 	realEnv = "LAYERCONF_MKFS_REAL"
 	logEnv  = "LAYERCONF_MKFS_LOG"
 	chunk   = 32 << 10
+	// how long a stream may take to end once mkfs exited, before the shim stops waiting
+	exitGrace = time.Second
 )
 
 type record struct {
@@ -102,30 +105,42 @@ func runLocally(real string) (fed int64, eof bool, rc int) {
 		fmt.Fprintf(os.Stderr, "mkfs.erofs (layerconf recording shim): cannot run %s: %v\n", real, err)
 		os.Exit(127)
 	}
-	fed, eof = feed(sink, os.Stdin)
-	sink.Close()
-	return fed, eof, exitStatus(cmd.Wait(), cmd.ProcessState)
+	var took atomic.Int64
+	fedDone := make(chan bool, 1)
+	go func() {
+		whole := feed(sink, os.Stdin, &took)
+		sink.Close()
+		fedDone <- whole
+	}()
+	rc = exitStatus(cmd.Wait(), cmd.ProcessState)
+	// mkfs is gone: a stdin that never ends (a run that does not read it, the caller's
+	// terminal) no longer keeps us; a stream that was ending gets its moment to end
+	select {
+	case eof = <-fedDone:
+	case <-time.After(exitGrace):
+	}
+	return took.Load(), eof, rc
 }
 
 func hasKey(kv, key string) bool {
 	return len(kv) > len(key) && kv[:len(key)] == key && kv[len(key)] == '='
 }
 
-// feed copies src to mkfs's stdin one chunk at a time until src ends (eof) or mkfs stops
-// reading (EPIPE, or any other write error); the bytes mkfs took.
-func feed(sink io.Writer, src io.Reader) (fed int64, eof bool) {
+// feed copies src to mkfs's stdin one chunk at a time until src ends (true) or mkfs stops
+// reading (EPIPE, or any other write error); fed counts the bytes mkfs took.
+func feed(sink io.Writer, src io.Reader, fed *atomic.Int64) bool {
 	buf := make([]byte, chunk)
 	for {
 		n, rerr := src.Read(buf)
 		if n > 0 {
 			w, werr := sink.Write(buf[:n])
-			fed += int64(w)
+			fed.Add(int64(w))
 			if werr != nil {
-				return fed, false
+				return false
 			}
 		}
 		if rerr != nil {
-			return fed, errors.Is(rerr, io.EOF)
+			return errors.Is(rerr, io.EOF)
 		}
 	}
 }
