@@ -25,6 +25,9 @@ Ops:
                                    loads kernels.toml's extra_modules already: then a no-op)
   shutdown                      -> replies, then the agent exits and init powers off
 
+Ports named `layerconf.mkfsN` (harness/backends/mkfs_forward.py) are put in
+LAYERCONF_MKFS_HOST for the recording shim, which sends tar-mode mkfs.erofs runs there.
+
 Lines are whole JSON documents (json.dumps escapes every newline), so any output size is
 framed safely. The python is started with -S (site .pth hooks are slow under TCG); the host's
 site-packages folders come from the setup line's pythonpath. A guest restored from a saved state

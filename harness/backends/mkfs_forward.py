@@ -16,8 +16,9 @@ request id.
                  E stdin ended                                        X abandoned
   host -> guest  A accepted (JSON: credit)   N refused (JSON: reason; the shim runs mkfs itself)
                  C more credit (u32)         S mkfs stopped reading (JSON: fed)
-                 1 / 2 mkfs's stdout / stderr    I image bytes, in order
-                 F finished (JSON: returncode, fed, eof, image = whether mkfs left one)
+                 1 / 2 mkfs's stdout / stderr    I image bytes (u64 offset, then the bytes;
+                 holes are not sent)    F finished (JSON: returncode, fed, eof, image =
+                 whether mkfs left one, size = its size)
 
 Flow control: the guest sends no more stdin than the credit granted (CREDIT at first, then
 as much as mkfs took), so it never reads far ahead of mkfs. A run is abandoned, and its mkfs
@@ -243,13 +244,20 @@ class Run:
             data = _rewrite(f.read(), self.tmp, guest_dir)
             for i in range(0, len(data), CHUNK):
                 self._send(kind, data[i:i + CHUNK])
-        has_image = os.path.exists(self.image)
+        has_image, size = os.path.exists(self.image), 0
         if has_image:
             with open(self.image, "rb") as f:
-                while piece := f.read(CHUNK):
-                    self._send(b"I", piece)
+                size = os.fstat(f.fileno()).st_size
+                for start, end in data_ranges(f.fileno(), size):
+                    f.seek(start)
+                    while start < end:
+                        piece = f.read(min(CHUNK, end - start))
+                        if not piece:
+                            break
+                        self._send(b"I", struct.pack(">Q", start) + piece)
+                        start += len(piece)
         self._send(b"F", json.dumps({"returncode": rc, "fed": self.fed, "eof": self.eof,
-                                     "image": has_image}).encode())
+                                     "image": has_image, "size": size}).encode())
 
     def _cleanup(self) -> None:
         for f in {getattr(self, "out", None), getattr(self, "err", None)}:
@@ -257,6 +265,20 @@ class Run:
                 with contextlib.suppress(OSError):
                     f.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def data_ranges(fd: int, size: int):
+    """(start, end) of the parts of a file that hold data: a failed mkfs leaves a sparse image
+    of terabytes (its device size) with next to nothing in it."""
+    off = 0
+    while off < size:
+        try:
+            start = os.lseek(fd, off, os.SEEK_DATA)
+        except OSError:          # ENXIO: no data after off
+            return
+        end = min(size, os.lseek(fd, start, os.SEEK_HOLE))
+        yield start, end
+        off = end
 
 
 def refusal(req: dict) -> str | None:
@@ -273,9 +295,9 @@ def refusal(req: dict) -> str | None:
     return None
 
 
-def serve(sock: socket.socket, stop: threading.Event) -> None:
+def serve(sock: socket.socket, stop: threading.Event, on_run=lambda: None) -> None:
     """Serve one port until `stop` or the socket closes; one run at a time, a new request
-    abandons the one before."""
+    abandons the one before. on_run() for each run taken."""
     sock.setblocking(False)
     sender, reader, run = _Sender(sock), FrameReader(), None
     try:
@@ -295,6 +317,8 @@ def serve(sock: socket.socket, stop: threading.Event) -> None:
                     if run is not None:
                         run.kill()
                     run = _start(sender, rid, payload)
+                    if run is not None:
+                        on_run()
                 elif run is not None and rid == run.rid:
                     if kind == b"D":
                         run.feed(payload)
@@ -345,6 +369,7 @@ class MkfsServer:
         self.stop_event = threading.Event()
         self.threads: list[threading.Thread] = []
         self.socks: list[socket.socket] = []
+        self.runs = 0                 # runs taken (for tests and benches)
 
     def start(self, alive=lambda: True) -> None:
         for path in self.sock_paths:
@@ -360,10 +385,13 @@ class MkfsServer:
                         raise OSError(f"qemu's mkfs port socket {path} did not open") from None
                     time.sleep(0.005)
             self.socks.append(s)
-            t = threading.Thread(target=serve, args=(s, self.stop_event),
+            t = threading.Thread(target=serve, args=(s, self.stop_event, self._count),
                                  name=f"mkfs-port-{os.path.basename(path)}", daemon=True)
             t.start()
             self.threads.append(t)
+
+    def _count(self) -> None:
+        self.runs += 1
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -19,9 +19,12 @@ error. qemu runs in its own process group and is killed on close(), at exit, on 
 and, if this process dies in any way (SIGKILL too), by a watchdog `sh` in qemu's process group
 that waits on a pipe only this process holds open (plus PR_SET_PDEATHSIG where delivered).
 
+Two more virtio-serial ports carry the guest's tar-mode mkfs.erofs runs to the host, where a
+thread per port runs them natively (harness/backends/mkfs_forward.py, docs/vm.md).
+
 Environment knobs: LAYERCONF_VM_CACHE (kernel cache), LAYERCONF_VM_ACCEL (auto|tcg|kvm),
 LAYERCONF_VM_PYTHON (the python the guest runs), LAYERCONF_VM_LOGS (console logs),
-LAYERCONF_QEMU (the qemu-system-x86_64 binary).
+LAYERCONF_QEMU (the qemu-system-x86_64 binary), LAYERCONF_VM_MKFS_FORWARD (0: mkfs in the guest).
 """
 from __future__ import annotations
 

@@ -86,6 +86,7 @@ type finished struct {
 	Fed        int64 `json:"fed"`
 	EOF        bool  `json:"eof"`
 	Image      bool  `json:"image"`
+	Size       int64 `json:"size"`
 }
 
 type frame struct {
@@ -308,11 +309,15 @@ func (p *port) serve(rid uint32, credit int64, image string) (finished, error) {
 			os.Stdout.Write(fr.payload)
 		case '2':
 			os.Stderr.Write(fr.payload)
-		case 'I':
+		case 'I': // offset, bytes: a sparse image keeps its holes
+			if len(fr.payload) < 8 {
+				return res, fmt.Errorf("short image frame")
+			}
 			if err := openImage(); err != nil {
 				return res, err
 			}
-			if _, err := img.Write(fr.payload); err != nil {
+			off := int64(binary.BigEndian.Uint64(fr.payload))
+			if _, err := img.WriteAt(fr.payload[8:], off); err != nil {
 				return res, err
 			}
 		case 'F':
@@ -321,6 +326,9 @@ func (p *port) serve(rid uint32, credit int64, image string) (finished, error) {
 			}
 			if res.Image {
 				if err := openImage(); err != nil {
+					return res, err
+				}
+				if err := img.Truncate(res.Size); err != nil {
 					return res, err
 				}
 			}
