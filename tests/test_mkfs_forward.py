@@ -397,3 +397,21 @@ def test_sparse_image_keeps_its_holes(guest, host):
         assert f.read(6) == b"IMGabc"
         f.seek(1 << 20)
         assert f.read(3) == b"MID"
+
+
+def test_mkfs_check_allows_the_forwarding_read_ahead(monkeypatch):
+    """In a guest with forwarding, the reference counts what its shim took, up to the credit
+    ahead of mkfs: a gap that size is timing, not mkfs reading differently; beyond it, it is."""
+    from harness.mkfscheck import PIPE_SLACK, check_mkfs
+    argv = ["mkfs.erofs", "--tar=f", "/a/layer.erofs"]
+    stream = 4 << 20
+    for host_env, gap, status in ((None, PIPE_SLACK + 1000, "fail"),
+                                  ("/dev/vport1p2", PIPE_SLACK + 1000, "pass"),
+                                  ("/dev/vport1p2", PIPE_SLACK + fwd.CREDIT + 1000, "fail")):
+        if host_env:
+            monkeypatch.setenv("LAYERCONF_MKFS_HOST", host_env)
+        else:
+            monkeypatch.delenv("LAYERCONF_MKFS_HOST", raising=False)
+        go = [{"argv": argv[1:], "fed": stream - gap, "eof": False}]
+        check = check_mkfs("case", go, argv, stream, stream)
+        assert check.status.value == status, (host_env, gap, check)
