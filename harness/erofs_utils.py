@@ -53,3 +53,5 @@ def use(version: str) -> None:
     if version and version != versions()[0]:
         parts.insert(0, str(ensure_built(version)))
     os.environ["PATH"] = os.pathsep.join(parts)
+    from .mkfs_shim import forward_in_process
+    forward_in_process()       # in a guest: the shim stays first, in front of this version

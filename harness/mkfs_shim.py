@@ -13,17 +13,24 @@ oracle's PATH. Each run appends one JSON line to ``$LAYERCONF_MKFS_LOG``:
 ended before mkfs stopped reading; ``returncode`` is negative for a signal. The shim reads only
 as fast as mkfs does and stops when mkfs closes its stdin, so containerd still meets EPIPE as
 it would without it; mkfs dies with the shim, and the shim dies of mkfs's signal.
+
+In a guest of the VM backend, ``$LAYERCONF_MKFS_HOST`` names virtio-serial ports to the host,
+and the shim sends a tar-mode run reading stdin there, to run natively on the host
+(harness/backends/mkfs_forward.py); the log line is the same. ``forward_in_process()`` puts
+the shim, without a log, first on the guest runner's own PATH, so the reference's mkfs runs take
+the same way as containerd's.
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from .oracle import OracleError, build_tool
 
-REAL_ENV, LOG_ENV = "LAYERCONF_MKFS_REAL", "LAYERCONF_MKFS_LOG"
+REAL_ENV, LOG_ENV, HOST_ENV = "LAYERCONF_MKFS_REAL", "LAYERCONF_MKFS_LOG", "LAYERCONF_MKFS_HOST"
 REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "oracle" / "mkfsshim" / "build.sh"
 BINARY = REPO / ".cache" / "mkfsshim" / "layerconf-mkfs-shim"
@@ -60,6 +67,8 @@ def install(shim_dir: str, log_path: str) -> dict:
     (for the oracle's Popen env). OSError when the real mkfs.erofs is not on PATH; ShimError
     when the shim is not built (the guest never builds it: the host does, before the run)."""
     real = shutil.which("mkfs.erofs")
+    if real is not None and os.path.realpath(real) == os.path.realpath(BINARY):
+        real = os.environ.get(REAL_ENV)      # forward_in_process() put the shim first
     if real is None:
         raise OSError("mkfs.erofs is not on PATH")
     if not os.access(BINARY, os.X_OK):
@@ -72,6 +81,27 @@ def install(shim_dir: str, log_path: str) -> dict:
     os.symlink(BINARY, link)
     return {"PATH": shim_dir + os.pathsep + os.environ.get("PATH", ""), REAL_ENV: real,
             LOG_ENV: log_path}
+
+
+def forward_in_process() -> None:
+    """With mkfs ports to the host ($LAYERCONF_MKFS_HOST, set by the guest's agent), put the shim
+    first on this process's PATH as mkfs.erofs, without a log, the real one being what PATH
+    named before; no-op elsewhere. Run again after PATH changed (erofs_utils.use)."""
+    if not os.environ.get(HOST_ENV) or not os.access(BINARY, os.X_OK):
+        return
+    shim_dir = os.path.join(tempfile.gettempdir(), f"layerconf-mkfs-forward-{os.getuid()}")
+    parts = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p != shim_dir]
+    real = shutil.which("mkfs.erofs", path=os.pathsep.join(parts))
+    if real is None:
+        return
+    os.makedirs(shim_dir, exist_ok=True)
+    link = os.path.join(shim_dir, "mkfs.erofs")
+    if not os.path.islink(link) or os.readlink(link) != str(BINARY):
+        if os.path.lexists(link):
+            os.unlink(link)
+        os.symlink(BINARY, link)
+    os.environ[REAL_ENV] = real
+    os.environ["PATH"] = os.pathsep.join([shim_dir] + parts)
 
 
 def read_log(log_path: str | None, offset: int = 0) -> tuple[list[dict], int]:

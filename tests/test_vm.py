@@ -443,3 +443,35 @@ def test_layerconf_run_as_unprivileged_user_goes_through_the_vm():
         shutil.rmtree(tmp_path, ignore_errors=True)     # also when it fails or times out
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert "1 passed, 0 failed, 0 error" in p.stdout
+
+
+@pytest.mark.slow          # two guests (one boots to save a state of its own) and two Apply runs
+def test_apply_with_mkfs_on_the_host_gives_the_same_result(monkeypatch):
+    """An Apply scenario in a guest with its tar-mode mkfs.erofs runs forwarded to the host
+    (harness/backends/mkfs_forward.py) and without: the same checks and outcomes, and the
+    forwarded guest's runs did reach the host."""
+    from harness import oracle
+    if not oracle.binary_path(oracle.default_version()).exists():
+        pytest.skip("the Go oracle is not built (bash oracle/build.sh default)")
+    kernel = _first_available()
+    path = Path(__file__).resolve().parent.parent / "scenarios/apply/mkfs-defects/implied-parent.yaml"
+    results, runs = {}, {}
+    for forward in ("1", "0"):
+        monkeypatch.setenv("LAYERCONF_VM_MKFS_FORWARD", forward)
+        backend = vmb.VMBackend(kernel, reuse=False)     # its own guest: close() kills it
+        try:
+            results[forward] = backend.run_file(str(path))
+            server = backend.vm()._mkfs_server
+            runs[forward] = server.runs if server else 0
+            assert backend.vm().mkfs_ports == (2 if forward == "1" else 0)
+        finally:
+            backend.close()
+    # containerd's run and the reference's, for each Apply case
+    assert runs["0"] == 0 and runs["1"] >= 2, runs
+
+    def verdict(r):
+        return (r["status"], [(c["name"], c["status"]) for c in r["checks"]],
+                json.dumps(r.get("outcomes"), sort_keys=True, default=str))
+
+    assert verdict(results["1"]) == verdict(results["0"])
+    assert any(c["name"].startswith("mkfs ") and c["status"] == "pass" for c in results["1"]["checks"])

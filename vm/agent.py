@@ -25,6 +25,9 @@ Ops:
                                    loads kernels.toml's extra_modules already: then a no-op)
   shutdown                      -> replies, then the agent exits and init powers off
 
+Ports named `layerconf.mkfsN` (harness/backends/mkfs_forward.py) are put in
+LAYERCONF_MKFS_HOST for the recording shim, which sends tar-mode mkfs.erofs runs there.
+
 Lines are whole JSON documents (json.dumps escapes every newline), so any output size is
 framed safely. The python is started with -S (site .pth hooks are slow under TCG); the host's
 site-packages folders come from the setup line's pythonpath. A guest restored from a saved state
@@ -43,6 +46,7 @@ import time
 # from the host's tree once the agent is in it.
 
 PORT_NAME = "layerconf.agent"
+MKFS_PORT_PREFIX = "layerconf.mkfs"   # harness/backends/mkfs_forward.py
 VM_DIR = os.path.dirname(os.path.abspath(__file__))   # the host's vm/ once the setup line came
 REPO = os.path.dirname(VM_DIR)
 MAX_OUTPUT = 256 << 20
@@ -161,6 +165,9 @@ def enter_host(setup: dict) -> None:
           flush=True)
     os.environ.clear()
     os.environ.update(GUEST_ENV)
+    mkfs_ports = ports_named(MKFS_PORT_PREFIX)
+    if mkfs_ports:      # the recording shim sends tar-mode mkfs runs there (oracle/mkfsshim/)
+        os.environ["LAYERCONF_MKFS_HOST"] = ",".join(mkfs_ports)
     MODULES_DIR = setup.get("modules", "")
     sys.executable = python             # what child pythons run
     sys.dont_write_bytecode = True
@@ -218,6 +225,20 @@ def find_port(timeout: float = 20.0) -> str:
         time.sleep(0.01)
 
 
+def ports_named(prefix: str) -> list[str]:
+    """The virtio-serial ports whose names start with `prefix`, as /dev paths, by name."""
+    base, found = "/sys/class/virtio-ports", []
+    for port in (os.listdir(base) if os.path.isdir(base) else []):
+        try:
+            with open(os.path.join(base, port, "name")) as f:
+                name = f.read().strip()
+        except OSError:
+            continue
+        if name.startswith(prefix):
+            found.append((name, "/dev/" + port))
+    return [dev for _, dev in sorted(found)]
+
+
 def uptime() -> float:
     with open("/proc/uptime") as f:
         return float(f.read().split()[0])
@@ -253,7 +274,8 @@ def op_run(cmd, timeout=None, cwd=None, env=None, input=None):
 
 
 def op_scenario(path, options=None):
-    from harness import runner
+    from harness import mkfs_shim, runner
+    mkfs_shim.forward_in_process()   # the reference's mkfs runs reach the host as containerd's do
     return runner.run_file(path, dict(options or {}))
 
 

@@ -19,9 +19,12 @@ error. qemu runs in its own process group and is killed on close(), at exit, on 
 and, if this process dies in any way (SIGKILL too), by a watchdog `sh` in qemu's process group
 that waits on a pipe only this process holds open (plus PR_SET_PDEATHSIG where delivered).
 
+Two more virtio-serial ports carry the guest's tar-mode mkfs.erofs runs to the host, where a
+thread per port runs them natively (harness/backends/mkfs_forward.py, docs/vm.md).
+
 Environment knobs: LAYERCONF_VM_CACHE (kernel cache), LAYERCONF_VM_ACCEL (auto|tcg|kvm),
 LAYERCONF_VM_PYTHON (the python the guest runs), LAYERCONF_VM_LOGS (console logs),
-LAYERCONF_QEMU (the qemu-system-x86_64 binary).
+LAYERCONF_QEMU (the qemu-system-x86_64 binary), LAYERCONF_VM_MKFS_FORWARD (0: mkfs in the guest).
 """
 from __future__ import annotations
 
@@ -47,6 +50,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from . import mkfs_forward
 
 REPO = Path(__file__).resolve().parents[2]
 VM_DIR = REPO / "vm"
@@ -510,6 +515,9 @@ class VM:
         # cache=loose, which never revalidates): its start, then its last cache drop
         self.host_cache_since = time.time()
         self._idled = False      # the last start attempt's guest used < IDLE_SHARE of its wait
+        # tar-mode mkfs.erofs runs of the guest run on the host (harness/backends/mkfs_forward.py)
+        self.mkfs_ports = mkfs_forward.PORTS if mkfs_forward.enabled() else 0
+        self._mkfs_server: mkfs_forward.MkfsServer | None = None
 
     # -- lifecycle
 
@@ -607,10 +615,19 @@ class VM:
                     "-device", "virtio-blk-device,drive=scratch"]
         if self.network:
             cmd += ["-netdev", "user,id=net0", "-device", "virtio-net-device,netdev=net0"]
+        for i, path in enumerate(self._mkfs_socks(sock_path)):
+            cmd += ["-chardev", f"socket,id=mkfs{i},path={_qarg(path)},server=on,wait=off",
+                    "-device", f"virtserialport,bus=vs0.0,chardev=mkfs{i},"
+                    f"name={mkfs_forward.PORT_PREFIX}{i}"]
         for i, d in enumerate(self.rw_dirs):
             cmd += ["-fsdev", f"local,id=rwfs{i},path={_qarg(d)},security_model=none,multidevs=remap",
                     "-device", f"virtio-9p-device,fsdev=rwfs{i},mount_tag=rw{i}"]
         return cmd
+
+    def _mkfs_socks(self, agent_sock: str) -> list[str]:
+        """The host sockets of the mkfs ports, beside the agent's."""
+        d = os.path.dirname(agent_sock)
+        return [os.path.join(d, f"mkfs{i}.sock") for i in range(self.mkfs_ports)]
 
     def setup_line(self, scratch: str) -> str:
         """What init reads on the agent port before it mounts the host (vm/init.sh)."""
@@ -810,6 +827,12 @@ class VM:
                 time.sleep(0.005)
         self.sock = s
         t_socket = time.monotonic()
+        if self.mkfs_ports:
+            self._mkfs_server = mkfs_forward.MkfsServer(self._mkfs_socks(sock_path))
+            try:
+                self._mkfs_server.start(alive=lambda: self.proc.poll() is None)
+            except OSError as e:
+                raise self._failure("boot", f"the mkfs ports: {e}") from None
         # 2. the setup line; init reads it when it reaches its wait (a restored guest is there)
         try:
             self._send_raw(self.setup_line(scratch).encode())
@@ -1096,6 +1119,9 @@ class VM:
             except OSError:
                 pass
             self.sock = None
+        server, self._mkfs_server = getattr(self, "_mkfs_server", None), None
+        if server is not None:       # after qemu: its mkfs runs end with the guest
+            server.stop()
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None

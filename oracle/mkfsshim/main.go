@@ -10,7 +10,9 @@
 // end: wall time (Unix seconds) when it was over.
 //
 // It holds at most one chunk and stops reading when mkfs closes its stdin, so containerd
-// meets EPIPE as it would without the shim. Compiled rather than a script because under a
+// meets EPIPE as it would without the shim. With $LAYERCONF_MKFS_HOST (in a VM guest) a
+// tar-mode run reading stdin goes to the host instead (forward.go), with the same semantics
+// and the same log line. Compiled rather than a script because under a
 // software-emulated guest every interpreter start and every byte an interpreter moves costs
 // tens of times what it costs natively. Standard library only.
 package main
@@ -24,6 +26,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -33,6 +36,8 @@ const (
 	realEnv = "LAYERCONF_MKFS_REAL"
 	logEnv  = "LAYERCONF_MKFS_LOG"
 	chunk   = 32 << 10
+	// how long a stream may take to end once mkfs exited, before the shim stops waiting
+	exitGrace = time.Second
 )
 
 type record struct {
@@ -54,9 +59,37 @@ func main() {
 		os.Exit(2)
 	}
 	logPath := os.Getenv(logEnv)
+	started := time.Now()
+	var fed int64
+	var eof, forwarded bool
+	var rc int
+	if ports := os.Getenv(hostEnv); ports != "" {
+		if image := tarStdinImage(os.Args[1:]); image != "" {
+			fed, eof, rc, forwarded = forward(ports, real, os.Args[1:], image)
+		}
+	}
+	if !forwarded {
+		fed, eof, rc = runLocally(real)
+	}
+	if logPath != "" {
+		rec := record{Argv: os.Args[1:], Fed: fed, EOF: eof, ReturnCode: rc,
+			Seconds: math.Round(time.Since(started).Seconds()*1e4) / 1e4,
+			End:     float64(time.Now().UnixNano()) / 1e9}
+		if err := appendLine(logPath, rec); err != nil {
+			fmt.Fprintf(os.Stderr, "mkfs.erofs (layerconf recording shim): %v\n", err)
+		}
+	}
+	if rc < 0 {
+		dieOf(syscall.Signal(-rc))
+	}
+	os.Exit(rc)
+}
+
+// runLocally runs the real mkfs here, stdin fed through.
+func runLocally(real string) (fed int64, eof bool, rc int) {
 	env := make([]string, 0, len(os.Environ()))
 	for _, kv := range os.Environ() {
-		if !hasKey(kv, realEnv) && !hasKey(kv, logEnv) {
+		if !hasKey(kv, realEnv) && !hasKey(kv, logEnv) && !hasKey(kv, hostEnv) {
 			env = append(env, kv)
 		}
 	}
@@ -72,43 +105,42 @@ func main() {
 		fmt.Fprintf(os.Stderr, "mkfs.erofs (layerconf recording shim): cannot run %s: %v\n", real, err)
 		os.Exit(127)
 	}
-	started := time.Now()
-	fed, eof := feed(sink, os.Stdin)
-	sink.Close()
-	rc := exitStatus(cmd.Wait(), cmd.ProcessState)
-	if logPath != "" {
-		rec := record{Argv: os.Args[1:], Fed: fed, EOF: eof, ReturnCode: rc,
-			Seconds: math.Round(time.Since(started).Seconds()*1e4) / 1e4,
-			End:     float64(time.Now().UnixNano()) / 1e9}
-		if err := appendLine(logPath, rec); err != nil {
-			fmt.Fprintf(os.Stderr, "mkfs.erofs (layerconf recording shim): %v\n", err)
-		}
+	var took atomic.Int64
+	fedDone := make(chan bool, 1)
+	go func() {
+		whole := feed(sink, os.Stdin, &took)
+		sink.Close()
+		fedDone <- whole
+	}()
+	rc = exitStatus(cmd.Wait(), cmd.ProcessState)
+	// mkfs is gone: a stdin that never ends (a run that does not read it, the caller's
+	// terminal) no longer keeps us; a stream that was ending gets its moment to end
+	select {
+	case eof = <-fedDone:
+	case <-time.After(exitGrace):
 	}
-	if rc < 0 {
-		dieOf(syscall.Signal(-rc))
-	}
-	os.Exit(rc)
+	return took.Load(), eof, rc
 }
 
 func hasKey(kv, key string) bool {
 	return len(kv) > len(key) && kv[:len(key)] == key && kv[len(key)] == '='
 }
 
-// feed copies src to mkfs's stdin one chunk at a time until src ends (eof) or mkfs stops
-// reading (EPIPE, or any other write error); the bytes mkfs took.
-func feed(sink io.Writer, src io.Reader) (fed int64, eof bool) {
+// feed copies src to mkfs's stdin one chunk at a time until src ends (true) or mkfs stops
+// reading (EPIPE, or any other write error); fed counts the bytes mkfs took.
+func feed(sink io.Writer, src io.Reader, fed *atomic.Int64) bool {
 	buf := make([]byte, chunk)
 	for {
 		n, rerr := src.Read(buf)
 		if n > 0 {
 			w, werr := sink.Write(buf[:n])
-			fed += int64(w)
+			fed.Add(int64(w))
 			if werr != nil {
-				return fed, false
+				return false
 			}
 		}
 		if rerr != nil {
-			return fed, errors.Is(rerr, io.EOF)
+			return errors.Is(rerr, io.EOF)
 		}
 	}
 }
