@@ -16,6 +16,7 @@ import pytest
 
 from harness import mkfs_shim
 from harness.backends import mkfs_forward as fwd
+from shimbinary import shim_binary  # noqa: F401 - a fixture
 
 FAKE = """#!/usr/bin/env python3
 import os, signal, sys, time
@@ -37,13 +38,6 @@ if 'hang' in os.path.basename(image): time.sleep(600)
 if os.environ.get('SIG'): os.kill(os.getpid(), int(os.environ['SIG']))
 sys.exit(int(os.environ.get('RC', '0')))
 """
-
-
-@pytest.fixture(scope="session")
-def shim_binary():
-    if shutil.which("go") is None and not mkfs_shim.BINARY.exists():
-        pytest.skip("the Go toolchain (`go`) is not on PATH; cannot build oracle/mkfsshim")
-    return mkfs_shim.ensure_built() if shutil.which("go") else mkfs_shim.BINARY
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ in usage errors, shows here and in the live Apply cases whose error texts must m
 containerd's.)"""
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -12,13 +11,7 @@ import time
 import pytest
 
 from harness import mkfs_shim
-
-
-@pytest.fixture(scope="session")
-def shim_binary():
-    if shutil.which("go") is None and not mkfs_shim.BINARY.exists():
-        pytest.skip("the Go toolchain (`go`) is not on PATH; cannot build oracle/mkfsshim")
-    return mkfs_shim.ensure_built() if shutil.which("go") else mkfs_shim.BINARY
+from shimbinary import shim_binary  # noqa: F401 - a fixture
 
 
 @pytest.fixture
