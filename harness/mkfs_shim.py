@@ -31,6 +31,8 @@ from pathlib import Path
 from .oracle import OracleError, build_tool
 
 REAL_ENV, LOG_ENV, HOST_ENV = "LAYERCONF_MKFS_REAL", "LAYERCONF_MKFS_LOG", "LAYERCONF_MKFS_HOST"
+# stdin a guest may send before the host's mkfs took any (harness/backends/mkfs_forward.py)
+CREDIT = 256 << 10
 REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "oracle" / "mkfsshim" / "build.sh"
 BINARY = REPO / ".cache" / "mkfsshim" / "layerconf-mkfs-shim"

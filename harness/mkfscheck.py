@@ -17,8 +17,7 @@ def pipe_slack() -> int:
     """PIPE_SLACK, plus the host's credit in a guest whose mkfs runs go to the host: the
     reference counts what the shim in front of its mkfs took, which may be that much ahead of
     mkfs (harness/backends/mkfs_forward.py)."""
-    from .backends.mkfs_forward import CREDIT
-    from .mkfs_shim import HOST_ENV
+    from .mkfs_shim import CREDIT, HOST_ENV
     return PIPE_SLACK + (CREDIT if os.environ.get(HOST_ENV) else 0)
 
 

@@ -41,11 +41,12 @@ import tempfile
 import threading
 import time
 
+from ..mkfs_shim import CREDIT
+
 MAGIC = b"LCMF"
 HEADER = struct.Struct(">4scII")
 MAX_PAYLOAD = 1 << 20
 CHUNK = 256 << 10             # image and output frames
-CREDIT = 256 << 10            # stdin the guest may send before mkfs took any
 IDLE_TIMEOUT = 120.0          # no frame from the guest while mkfs waits for stdin: abandoned
 RUN_TIMEOUT = 3600.0          # a whole run, however it goes
 SEND_TIMEOUT = 60.0           # the guest does not read what we send: abandoned
