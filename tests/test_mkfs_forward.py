@@ -355,7 +355,9 @@ def test_real_mkfs_image_is_the_same_forwarded(guest, host, tmp_path):
         images.append(image.read_bytes())
     assert host.requests == 1
     assert images[0] == images[1] and len(images[0]) > 4096
-    assert [last_record(log)["fed"]] == [len(layer)]
+    # mkfs stops after the end-of-archive blocks: the record's padding behind them reaches its
+    # pipe or not, depending on whether the shim wrote it before mkfs exited
+    assert len(layer) - tarfile.RECORDSIZE <= last_record(log)["fed"] <= len(layer)
 
 
 @pytest.mark.parametrize("forwarded", [True, False])
