@@ -99,7 +99,7 @@ def _attach_loop(image: str) -> tuple[int, str]:
 def mount_image(image: str, target: str, fstype: str = "erofs", timeout: float = 60):
     """`mount -t FSTYPE -o ro,loop IMAGE TARGET`."""
     def run():
-        with _kernel_log() as said:
+        with _KernelLog() as said:
             fd, dev = _attach_loop(image)
             try:
                 _mount(dev, target, fstype, MS_RDONLY, None)
@@ -114,7 +114,7 @@ def mount_image(image: str, target: str, fstype: str = "erofs", timeout: float =
 def mount_overlay(options: str, target: str, timeout: float = 60):
     """`mount -t overlay overlay -o ro,OPTIONS TARGET`."""
     def run():
-        with _kernel_log() as said:
+        with _KernelLog() as said:
             try:
                 _mount("overlay", target, "overlay", MS_RDONLY, options)
             except OSError as e:
@@ -142,7 +142,7 @@ def _with_kernel_words(e: OSError, said: list[str]) -> OSError:
     return OSError(e.errno, f"{e.strerror or e} (kernel log: {'; '.join(said[-3:])})")
 
 
-class _kernel_log:
+class _KernelLog:
     """Within the block, said(*marks) -> the kernel log's new lines containing any mark; [] where
     the log cannot be read (no /dev/kmsg, not root)."""
 
