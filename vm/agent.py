@@ -209,17 +209,24 @@ def setup_path(pythonpath: str) -> None:
             sys.path.insert(0, p)
 
 
+def _ports() -> dict[str, str]:
+    """The virtio-serial ports present now: name -> /dev path."""
+    base, found = "/sys/class/virtio-ports", {}
+    for port in (os.listdir(base) if os.path.isdir(base) else []):
+        try:
+            with open(os.path.join(base, port, "name")) as f:
+                found[f.read().strip()] = "/dev/" + port
+        except OSError:
+            pass
+    return found
+
+
 def find_port(timeout: float = 20.0) -> str:
     deadline = time.monotonic() + timeout
-    base = "/sys/class/virtio-ports"
     while True:
-        for port in (os.listdir(base) if os.path.isdir(base) else []):
-            try:
-                with open(os.path.join(base, port, "name")) as f:
-                    if f.read().strip() == PORT_NAME:
-                        return "/dev/" + port
-            except OSError:
-                pass
+        dev = _ports().get(PORT_NAME)
+        if dev:
+            return dev
         if time.monotonic() > deadline:
             raise SystemExit(f"layerconf agent: no virtio port named {PORT_NAME}")
         time.sleep(0.01)
@@ -227,16 +234,7 @@ def find_port(timeout: float = 20.0) -> str:
 
 def ports_named(prefix: str) -> list[str]:
     """The virtio-serial ports whose names start with `prefix`, as /dev paths, by name."""
-    base, found = "/sys/class/virtio-ports", []
-    for port in (os.listdir(base) if os.path.isdir(base) else []):
-        try:
-            with open(os.path.join(base, port, "name")) as f:
-                name = f.read().strip()
-        except OSError:
-            continue
-        if name.startswith(prefix):
-            found.append((name, "/dev/" + port))
-    return [dev for _, dev in sorted(found)]
+    return [dev for name, dev in sorted(_ports().items()) if name.startswith(prefix)]
 
 
 def uptime() -> float:
