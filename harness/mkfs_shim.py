@@ -76,13 +76,20 @@ def install(shim_dir: str, log_path: str) -> dict:
     if not os.access(BINARY, os.X_OK):
         raise ShimError(f"the recording mkfs.erofs {BINARY} is not built: run `bash "
                         "oracle/mkfsshim/build.sh` (make bootstrap does) and retry")
+    _link_shim(shim_dir)
+    return {"PATH": shim_dir + os.pathsep + os.environ.get("PATH", ""), REAL_ENV: real,
+            LOG_ENV: log_path}
+
+
+def _link_shim(shim_dir: str) -> None:
+    """shim_dir/mkfs.erofs -> the shim (left as it is when it already points there)."""
     os.makedirs(shim_dir, exist_ok=True)
     link = os.path.join(shim_dir, "mkfs.erofs")
+    if os.path.islink(link) and os.readlink(link) == str(BINARY):
+        return
     if os.path.lexists(link):
         os.unlink(link)
     os.symlink(BINARY, link)
-    return {"PATH": shim_dir + os.pathsep + os.environ.get("PATH", ""), REAL_ENV: real,
-            LOG_ENV: log_path}
 
 
 def forward_in_process() -> None:
@@ -96,12 +103,7 @@ def forward_in_process() -> None:
     real = shutil.which("mkfs.erofs", path=os.pathsep.join(parts))
     if real is None:
         return
-    os.makedirs(shim_dir, exist_ok=True)
-    link = os.path.join(shim_dir, "mkfs.erofs")
-    if not os.path.islink(link) or os.readlink(link) != str(BINARY):
-        if os.path.lexists(link):
-            os.unlink(link)
-        os.symlink(BINARY, link)
+    _link_shim(shim_dir)
     os.environ[REAL_ENV] = real
     os.environ["PATH"] = os.pathsep.join([shim_dir] + parts)
 
