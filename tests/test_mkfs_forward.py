@@ -238,12 +238,14 @@ def request(fake, image, **env):
 
 
 def alive(pid):
+    """Whether pid is a running process (not gone, not a zombie). The process may go between
+    any two steps: reading /proc of a reaped task fails with ESRCH (ProcessLookupError)."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (ProcessLookupError, FileNotFoundError):
         return False
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def wait_for(cond, timeout=10):
